@@ -1,0 +1,1 @@
+"""Training library: continual methods on pretrained ViTs, run through DeepSpeed."""

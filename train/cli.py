@@ -1,0 +1,149 @@
+"""Command line: `PRESET [reference flags] [key=value ...]` → RunConfig.
+
+The reference implementation's flag names are accepted as they are (so its README commands run with
+`deepspeed` as the launcher); each maps onto one config field. Flags that the reference parses but
+never uses are accepted and reported as having no effect. `key=value` overrides reach any field
+(`optim.lr=0.01`, `tii_optim.epochs=3`, `prompt.kv_reshape_official=true`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+from .config import ConfigError, RunConfig, replace_path
+from .errors import UserError
+from .presets import PRESETS, preset
+
+# flag → config field (dotted); a tuple of flags shares one field.
+FLAG_FIELDS: dict[tuple[str, ...], str] = {
+    ("--batch-size",): "data.batch_size",
+    ("--data-path",): "data.data_path",
+    ("--dataset",): "data.dataset",
+    ("--num_tasks",): "data.num_tasks",
+    ("--shuffle",): "data.shuffle",
+    ("--num_workers",): "data.num_workers",
+    ("--train_mask",): "data.train_mask",
+    ("--task_inc",): "data.task_inc",
+    ("--model",): "backbone.model",
+    ("--original_model",): "backbone.original_model",
+    ("--backbone_checkpoint",): "backbone.checkpoint",
+    ("--lr",): "optim.lr",
+    ("--epochs",): "optim.epochs",
+    ("--sched",): "optim.sched",
+    ("--unscale_lr",): "optim.unscale_lr",
+    ("--warmup-lr",): "optim.warmup_lr",
+    ("--min-lr",): "optim.min_lr",
+    ("--decay-epochs",): "optim.decay_epochs",
+    ("--warmup-epochs",): "optim.warmup_epochs",
+    ("--decay-rate", "--dr"): "optim.decay_rate",
+    ("--clip-grad",): "optim.clip_grad",
+    ("--weight-decay", "--weight_decay"): "optim.weight_decay",
+    ("--opt-eps",): "optim.opt_eps",
+    ("--opt-betas",): "optim.opt_betas",
+    ("--length",): "prompt.length",
+    ("--e_prompt_layer_idx",): "prompt.layers",
+    ("--size",): "prompt.size",
+    ("--prompt_momentum",): "prompt.prompt_momentum",
+    ("--reg",): "prompt.reg",
+    ("--batchwise_prompt",): "prompt.batchwise_prompt",
+    ("--kv_reshape_official",): "prompt.kv_reshape_official",
+    ("--ca_lr",): "alignment.ca_lr",
+    ("--crct_epochs",): "alignment.crct_epochs",
+    ("--ca_storage_efficient_method",): "alignment.ca_storage_efficient_method",
+    ("--n_centroids",): "alignment.n_centroids",
+    ("--original_model_mlp_structure",): "alignment.mlp_structure",
+    ("--seed",): "seed",
+    ("--output_dir",): "output_dir",
+    ("--trained_original_model",): "trained_original_model",
+    ("--deepspeed_config", "--ds_config"): "deepspeed_config",
+    ("--forgetting",): "forgetting",
+}
+# Flags without a value that set a field to True.
+SWITCH_FIELDS: dict[str, str] = {
+    "--larger_prompt_lr": "prompt.larger_prompt_lr",
+    "--not_train_ca": "alignment.not_train_ca",
+    "--resume": "resume",
+}
+LIST_FLAGS = {"--opt-betas", "--e_prompt_layer_idx", "--original_model_mlp_structure"}
+# Parsed by the reference but without effect there (or decided by the launcher/backbone here).
+INERT_FLAGS = (
+    "--input-size --pretrained --drop --drop-path --opt --momentum --reinit_optimizer --lr-noise "
+    "--lr-noise-pct --lr-noise-std --cooldown-epochs --patience-epochs --color-jitter --aa --smoothing "
+    "--train-interpolation --reprob --remode --recount --device --world_size --dist_url --use_g_prompt "
+    "--g_prompt_length --g_prompt_layer_idx --use_prefix_tune_for_g_prompt --use_e_prompt "
+    "--use_prefix_tune_for_e_prompt --prompt_pool --top_k --initializer --prompt_key --prompt_key_init "
+    "--use_prompt_mask --mask_first_epoch --shared_prompt_pool --shared_prompt_key --embedding_key "
+    "--predefined_key --pull_constraint --pull_constraint_coeff --same_key_value --global_pool --head_type "
+    "--freeze --milestones --ca_epochs --print_freq --master_port"
+).split()
+INERT_SWITCHES = ("--pin-mem", "--no-pin-mem", "--separated_head")
+
+
+@dataclass(frozen=True)
+class Invocation:
+    config: RunConfig
+    dry_run: bool
+    inert: tuple[str, ...]  # reference flags given that have no effect
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train/main.py",
+        description="Continual learning on pretrained ViTs (HiDe-Prompt & co.) through DeepSpeed. "
+        "Reference flags map onto config fields (shown as → field); any field can also be set as "
+        "key=value, e.g. optim.lr=0.01 tii_optim.epochs=3.",
+        epilog=f"presets: {', '.join(sorted(PRESETS))}",
+    )
+    parser.add_argument("preset", help="a preset name, e.g. digits_hideprompt or cifar100_hideprompt_5e")
+    parser.add_argument("--train_inference_task_only", action="store_true",
+                        help="run HiDe stage 1 (task-identity inference) only")
+    parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                        help="print the resolved config as JSON and exit")
+    parser.add_argument("--local_rank", type=int, default=0, help=argparse.SUPPRESS)  # set by the launcher
+    for flags, path in FLAG_FIELDS.items():
+        nargs = "+" if flags[0] in LIST_FLAGS else None
+        parser.add_argument(*flags, dest=path, nargs=nargs, default=argparse.SUPPRESS, metavar="V",
+                            help=f"→ {path}")
+    for flag, path in SWITCH_FIELDS.items():
+        parser.add_argument(flag, dest=path, action="store_const", const="true", default=argparse.SUPPRESS)
+    for flag in INERT_FLAGS:
+        parser.add_argument(flag, dest=f"inert:{flag}", nargs="*", default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS)
+    for flag in INERT_SWITCHES:
+        parser.add_argument(flag, dest=f"inert:{flag}", action="store_true", default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_invocation(argv: list[str]) -> Invocation:
+    parser = build_parser()
+    namespace, rest = parser.parse_known_args(argv)
+    unknown = [item for item in rest if item.startswith("-") or "=" not in item]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (see --help; overrides are key=value)")
+    args = vars(namespace)
+    config = preset(args.pop("preset"))
+    if args.pop("train_inference_task_only"):  # the preset's optimiser, overridden by flags: as the reference
+        config = replace_path(config, "stage", "tii")
+    dry_run = args.pop("dry_run")
+    args.pop("local_rank")
+    overrides = [tuple(item.split("=", 1)) for item in rest]
+    inert = tuple(sorted(k.removeprefix("inert:") for k in args if k.startswith("inert:")))
+    try:
+        for path, value in [(k, v) for k, v in args.items() if not k.startswith("inert:")] + overrides:
+            config = replace_path(config, path, value)
+        config = RunConfig(**{f: getattr(config, f) for f in config.__dataclass_fields__})  # re-validate
+    except ConfigError as error:
+        raise UserError(str(error)) from None
+    return Invocation(config, dry_run, inert)
+
+
+def parse_or_exit(argv: list[str]) -> Invocation:
+    try:
+        return parse_invocation(argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+

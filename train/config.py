@@ -1,0 +1,185 @@
+"""Typed, frozen run configuration; validated on creation, serialised into checkpoints and results."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+Stage = Literal["tii", "wtp"]
+Schedule = Literal["constant", "step", "cosine"]
+StatsMethod = Literal["multi-centroid", "covariance", "variance"]
+Forgetting = Literal["textbook", "reference"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "Split-Digits"
+    data_path: str = "./datasets"
+    num_tasks: int = 5
+    shuffle: bool = False  # shuffle the class order (seeded); the reference keeps the native order
+    batch_size: int = 24  # per rank
+    num_workers: int = 0
+    train_mask: bool = True  # mask other tasks' logits in training losses
+    task_inc: bool = False  # task-incremental evaluation (mask logits to the evaluated task)
+
+    def __post_init__(self) -> None:
+        _check(self.num_tasks >= 1, "num_tasks must be at least 1")
+        _check(self.batch_size >= 1, "batch size must be at least 1")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    model: str = "vit_glyph_patch8_32"  # instructed model (prompts/LoRA)
+    original_model: str = "vit_glyph_patch8_32"  # uninstructed model (task-identity inference)
+    checkpoint: str = ""  # local pretrained weights; empty = the backbone's default location
+
+    def __post_init__(self) -> None:
+        _check(self.model == self.original_model,
+               "--model and --original_model must name the same pretrained backbone (they share it)")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 0.03
+    unscale_lr: bool = True  # lr ← lr · batch_size / 256 (per-rank batch, as the reference)
+    epochs: int = 5
+    sched: Schedule = "constant"
+    decay_epochs: float = 30
+    decay_rate: float = 0.1
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+    clip_grad: float = 1.0
+    weight_decay: float = 0.0
+    opt_betas: tuple[float, float] = (0.9, 0.999)
+    opt_eps: float = 1e-8
+    scheduler_lag_official: bool = False  # reference steps the scheduler after the epoch: one-epoch lag
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "lr must be positive")
+        _check(self.epochs >= 1, "epochs must be at least 1")
+        _check(self.sched in ("constant", "step", "cosine"), f"unknown scheduler '{self.sched}'")
+
+    def scaled_lr(self, batch_size: int) -> float:
+        return self.lr * batch_size / 256.0 if self.unscale_lr else self.lr
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    length: int = 5
+    layers: tuple[int, ...] = (0, 1, 2, 3, 4)
+    size: int = 10  # pool size: one slot per task
+    prompt_momentum: float = 0.0
+    reg: float = 0.01  # contrastive regularisation weight
+    larger_prompt_lr: bool = False  # prompts at lr, everything else at 0.1·lr
+    kv_reshape_official: bool = False  # reproduce the reference's key/value reshape quirk
+    batchwise_prompt: bool = False  # majority vote of the task over the test batch (reference quirk)
+
+    def __post_init__(self) -> None:
+        _check(self.length >= 1, "prompt length must be at least 1")
+        _check(0 <= self.prompt_momentum < 1, "prompt_momentum must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class AlignmentConfig:
+    ca_lr: float = 0.005
+    crct_epochs: int = 30
+    ca_storage_efficient_method: StatsMethod = "multi-centroid"
+    n_centroids: int = 10
+    not_train_ca: bool = False
+    ca_lr_scaled: bool | None = None  # scale ca_lr by batch/256; None = reference (TII yes, WTP no)
+    mlp_structure: tuple[int, ...] = (2,)  # TII residual MLP, hidden sizes as multiples of the width
+
+    def __post_init__(self) -> None:
+        _check(self.n_centroids >= 1, "n_centroids must be at least 1")
+        _check(self.ca_storage_efficient_method in ("multi-centroid", "covariance", "variance"),
+               f"unknown statistics method '{self.ca_storage_efficient_method}'")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    preset: str = "digits_hideprompt"
+    method: str = "hideprompt"
+    stage: Stage = "wtp"  # "tii": stage 1 only (--train_inference_task_only)
+    seed: int = 42
+    output_dir: str = "./output"
+    trained_original_model: str = ""  # stage-1 output dir; empty = run stage 1 into <output_dir>/tii
+    deepspeed_config: str = "fp32"  # a name in ds_configs/ or a path
+    forgetting: Forgetting = "textbook"
+    resume: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    tii_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.0005, epochs=20))
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.stage in ("tii", "wtp"), f"unknown stage '{self.stage}'")
+        _check(self.forgetting in ("textbook", "reference"),
+               f"unknown forgetting convention '{self.forgetting}' (textbook or reference)")
+        _check(self.prompt.size >= self.data.num_tasks,
+               f"prompt pool size {self.prompt.size} is smaller than num_tasks {self.data.num_tasks}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the field."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def replace_path(config: Any, dotted: str, value: Any, _parent: str = "") -> Any:
+    """`replace(config, a.b=value)` for nested frozen dataclasses, with the value coerced to the field type."""
+    head, _, rest = dotted.partition(".")
+    full = f"{_parent}{dotted}"
+    names = {f.name for f in fields(config)}
+    if head not in names:
+        raise ConfigError(f"unknown config key '{full}'. Keys here: {', '.join(sorted(names))}")
+    current = getattr(config, head)
+    if rest:
+        if not dataclasses.is_dataclass(current):
+            raise ConfigError(f"'{_parent}{head}' has no sub-keys (got '{full}')")
+        return dataclasses.replace(config, **{head: replace_path(current, rest, value, f"{_parent}{head}.")})
+    try:
+        return dataclasses.replace(config, **{head: coerce(value, current)})
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"invalid value '{value}' for '{full}' ({error})") from None
+
+
+def coerce(value: Any, like: Any) -> Any:
+    """Turn a command-line string into the type of the current value `like`."""
+    if isinstance(value, list):  # nargs="+" flags
+        value = " ".join(value)
+    if not isinstance(value, str):
+        return value
+    if isinstance(like, bool) or like is None and value.lower() in ("true", "false"):
+        return parse_bool(value)
+    if isinstance(like, tuple):
+        items = [v for v in value.replace(",", " ").split() if v]
+        kind = type(like[0]) if like else int
+        return tuple(kind(v) for v in items)
+    if isinstance(like, (int, float)):
+        return type(like)(value)
+    return value
+
+
+def parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"'{value}' is not a boolean (use True or False)")

@@ -1,0 +1,286 @@
+"""The task loop: fit task → finish slot → class statistics → classifier alignment → evaluate → checkpoint."""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm import tqdm
+
+from . import checkpoint
+from .backbones.registry import backbone_spec
+from .config import RunConfig
+from .data.registry import ContinualData, load_dataset
+from .data.splits import TaskSplit, indices_of_classes, split_classes
+from .distributed import (
+    DistContext,
+    all_gather_rows,
+    all_reduce_sum,
+    barrier,
+    broadcast_tensors,
+    build_engine,
+    engine_dtype,
+    load_ds_config,
+    shard,
+)
+from .errors import UserError
+from .losses import mask_logits, masked_cross_entropy
+from .methods import ContinualMethod, build_method
+from .metrics import average_accuracies, summarize
+from .report import RunLog, format_matrix, plot_accuracy_matrix, write_results
+from .schedule import lr_at_epoch
+from .stats import ClassStatistics
+from .weights import LoadedBackbone, load_backbone
+
+
+@dataclass
+class Progress:
+    """Everything measured so far; saved with every task checkpoint."""
+
+    num_tasks: int
+    accuracy: np.ndarray = None  # [evaluated task, after task], %
+    pre_alignment_accuracy: np.ndarray = None
+    task_identity: np.ndarray = None
+    timings: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in ("accuracy", "pre_alignment_accuracy", "task_identity"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros((self.num_tasks, self.num_tasks)))
+
+    def to_dict(self) -> dict:
+        return {"accuracy": self.accuracy.tolist(), "pre_alignment_accuracy": self.pre_alignment_accuracy.tolist(),
+                "task_identity": self.task_identity.tolist(), "timings": self.timings}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Progress:
+        arrays = {k: np.array(data[k]) for k in ("accuracy", "pre_alignment_accuracy", "task_identity")}
+        return cls(len(arrays["accuracy"]), timings=data["timings"], **arrays)
+
+
+def method_key(config: RunConfig) -> str:
+    return "hide_tii" if config.stage == "tii" else config.method
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def model_dtype(method: ContinualMethod) -> torch.dtype:
+    return next(method.parameters()).dtype
+
+
+# -- one task's training through DeepSpeed --------------------------------------------------------------
+def train_task(method: ContinualMethod, task: int, data: ContinualData, split: TaskSplit, config: RunConfig,
+               ctx: DistContext, log: RunLog) -> dict:
+    optim, batch = config.optim, config.data.batch_size
+    subset = Subset(data.train, indices_of_classes(data.train_targets, split.task_classes[task]))
+    sampler = DistributedSampler(subset, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed + task)
+    loader = DataLoader(subset, batch, sampler=sampler, num_workers=config.data.num_workers)
+    optimizer = torch.optim.Adam(method.param_groups(optim.scaled_lr(batch)), betas=optim.opt_betas,
+                                 eps=optim.opt_eps, weight_decay=optim.weight_decay)
+    engine = build_engine(method, optimizer, load_ds_config(config.deepspeed_config, batch, optim.clip_grad))
+    dtype, base_lrs = engine_dtype(engine), [g["lr"] for g in optimizer.param_groups]
+    started, images, loss = time.time(), 0, torch.zeros(())
+    show = ctx.is_main and sys.stderr.isatty()
+    bar = tqdm(total=optim.epochs * len(loader), desc=f"task {task + 1} train", disable=not show, leave=False)
+    for epoch in range(optim.epochs):
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = lr_at_epoch(optim, base, epoch)
+        sampler.set_epoch(epoch)
+        for x, y in loader:
+            x, y = x.to(ctx.device, dtype), y.to(ctx.device)
+            logits, features = engine(x, task)
+            loss = method.training_loss(logits.float(), features.float(), y, task)
+            engine.backward(loss)
+            engine.step()
+            images += len(y)
+            bar.update()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    engine.destroy()
+    seconds = time.time() - started
+    return {"task": task, "train_seconds": seconds, "train_images_per_second": images * ctx.world_size / seconds,
+            "final_loss": float(loss.item())}
+
+
+# -- class statistics ---------------------------------------------------------------------------------------
+@torch.no_grad()
+def collect_statistics(method: ContinualMethod, task: int, data: ContinualData, split: TaskSplit,
+                       statistics: ClassStatistics, config: RunConfig, ctx: DistContext) -> None:
+    """Features of the task's training images (each rank a share, gathered), summarised per class."""
+    method.eval()
+    indices = shard(indices_of_classes(data.train_targets, split.task_classes[task]), ctx.rank, ctx.world_size)
+    loader = DataLoader(Subset(data.train, indices), 4 * config.data.batch_size,
+                        num_workers=config.data.num_workers)
+    features, labels = [], []
+    for x, y in loader:
+        features.append(method.statistics_features(x.to(ctx.device, model_dtype(method)), task).float())
+        labels.append(y.to(ctx.device))
+    features, labels = all_gather_rows(torch.cat(features)), all_gather_rows(torch.cat(labels))
+    for label in split.task_classes[task]:
+        statistics.add_class(label, features[labels == label], seed=config.seed * 1000 + label)
+
+
+# -- classifier alignment on pseudo-features -----------------------------------------------------------------
+def align_classifier(method: ContinualMethod, task: int, split: TaskSplit, statistics: ClassStatistics,
+                     config: RunConfig, ctx: DistContext) -> None:
+    """SGD of the alignment parameters on features sampled from the class statistics (tasks 0..task).
+
+    Runs in float32 even when DeepSpeed cast the model to bf16/fp16 (small SGD steps vanish in bf16).
+    Every rank draws the same samples from the same seed, so ranks stay identical; rank 0's result is
+    broadcast anyway to rule out drift.
+    """
+    cfg, batch = config.alignment, config.data.batch_size
+    scaled = cfg.ca_lr_scaled if cfg.ca_lr_scaled is not None else method.ca_lr_scaled_default
+    lr = cfg.ca_lr * batch / 256.0 if scaled else cfg.ca_lr
+    params, dtype = method.alignment_parameters(), model_dtype(method)
+    for p in params:
+        p.data = p.data.float()
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.crct_epochs)
+    per_component = batch * method.ca_samples_per_batch
+    steps, classes, seen = len(split.seen_classes(task - 1)), split.seen_classes(task), split.seen_mask(task)
+    generator = torch.Generator().manual_seed(config.seed * 7919 + task)
+    method.train()
+    for _ in range(cfg.crct_epochs):
+        features, labels = statistics.sample(classes, per_component, steps * per_component, generator)
+        for chunk, targets in zip(features.split(per_component), labels.split(per_component)):
+            loss = masked_cross_entropy(method.alignment_logits(chunk.to(ctx.device)), targets.to(ctx.device), seen)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+    for p in params:
+        p.grad = None
+        p.data = p.data.to(dtype)
+    broadcast_tensors([p.data for p in params])
+
+
+# -- evaluation -------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(method: ContinualMethod, seen_task: int, data: ContinualData, split: TaskSplit, config: RunConfig,
+             ctx: DistContext) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy and task-identity accuracy (%) on the test set of each task 0..seen_task."""
+    method.eval()
+    counts = torch.zeros(seen_task + 1, 3, dtype=torch.float64)  # correct, task correct, total
+    for task in range(seen_task + 1):
+        indices = shard(indices_of_classes(data.test_targets, split.task_classes[task]), ctx.rank, ctx.world_size)
+        loader = DataLoader(Subset(data.test, indices), 4 * config.data.batch_size,
+                            num_workers=config.data.num_workers)
+        for x, y in loader:
+            prediction = method.predict(x.to(ctx.device, model_dtype(method)), seen_task)
+            logits = prediction.logits.float()
+            if config.data.task_inc:
+                logits = mask_logits(logits, split.task_mask(task))
+            counts[task, 0] += (logits.argmax(1).cpu() == y).sum().item()
+            counts[task, 1] += (prediction.task_ids.cpu() == task).sum().item()
+            counts[task, 2] += len(y)
+    counts = all_reduce_sum(counts.to(ctx.device)).cpu()
+    return (100 * counts[:, 0] / counts[:, 2]).numpy(), (100 * counts[:, 1] / counts[:, 2]).numpy()
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+def run(config: RunConfig, ctx: DistContext) -> dict:
+    """Train all tasks of `config` (resuming after the last completed one when asked); return the results."""
+    log = RunLog(config.output_dir, ctx.is_main)
+    seed_everything(config.seed)
+    data = load_dataset(config.data.dataset, config.data.data_path, backbone_spec(config.backbone.model))
+    split = split_classes(data.num_classes, config.data.num_tasks, config.data.shuffle, config.seed)
+    backbone = load_backbone(config.backbone, ctx)
+    method = build_method(method_key(config), config, backbone.vit, split).to(ctx.device)
+    statistics = ClassStatistics(config.alignment.ca_storage_efficient_method, config.alignment.n_centroids)
+    progress, start = Progress(split.num_tasks), 0
+    last = checkpoint.latest_task(config.output_dir) if config.resume else None
+    if last is not None:
+        progress = _resume(method, statistics, config, last, backbone, log)
+        start = last + 1
+    log.event("start", f"{config.preset}: stage {config.stage}, method {method_key(config)}, "
+              f"{split.num_tasks} tasks, {ctx.world_size} rank(s) on {ctx.device}", config=config.to_dict())
+    for task in range(start, split.num_tasks):
+        run_task(method, task, data, split, statistics, progress, config, ctx, backbone, log)
+    return finish(progress, config, split, ctx, log)
+
+
+def _resume(method, statistics, config, last, backbone: LoadedBackbone, log: RunLog) -> Progress:
+    learned, stats, state = checkpoint.load_task(config.output_dir, last)
+    if state["backbone"] != backbone.identity():
+        raise UserError(f"cannot resume '{config.output_dir}': it was trained on backbone "
+                                   f"{state['backbone']}, this run uses {backbone.identity()}.")
+    method.load_state_dict(learned, strict=False)
+    statistics.load_state_dict(stats)
+    checkpoint.restore_rng(state["rng"])
+    log.event("resume", f"resuming after task {last + 1} from {checkpoint.task_dir(config.output_dir, last)}")
+    return Progress.from_dict(state["progress"])
+
+
+def run_task(method, task, data, split, statistics, progress: Progress, config: RunConfig, ctx: DistContext,
+             backbone: LoadedBackbone, log: RunLog) -> None:
+    identity = None
+    if getattr(method, "needs_task_identity", False):
+        identity = checkpoint.load_task_identity(config.trained_original_model, task, backbone.identity())
+    method.begin_task(task, statistics, **({"task_identity": identity} if identity is not None else {}))
+    timing = train_task(method, task, data, split, config, ctx, log)
+    method.end_task(task)
+    started = time.time()
+    if method.uses_statistics:
+        collect_statistics(method, task, data, split, statistics, config, ctx)
+    accuracy, identity_accuracy = evaluate(method, task, data, split, config, ctx)
+    progress.pre_alignment_accuracy[: task + 1, task] = accuracy
+    if task > 0 and method.uses_statistics and not config.alignment.not_train_ca:
+        align_classifier(method, task, split, statistics, config, ctx)
+        accuracy, identity_accuracy = evaluate(method, task, data, split, config, ctx)
+    progress.accuracy[: task + 1, task] = accuracy
+    progress.task_identity[: task + 1, task] = identity_accuracy
+    progress.timings.append({**timing, "statistics_alignment_evaluation_seconds": time.time() - started})
+    mean = float(np.mean(accuracy))
+    log.event("task", f"task {task + 1}/{split.num_tasks}: average accuracy {mean:.2f}% "
+              f"(before alignment {np.mean(progress.pre_alignment_accuracy[: task + 1, task]):.2f}%), "
+              f"Acc@task {np.mean(identity_accuracy):.2f}%, {timing['train_seconds']:.0f} s training",
+              accuracy=accuracy.tolist(), task_identity=identity_accuracy.tolist(), **timing)
+    if ctx.is_main:
+        checkpoint.save_task(config.output_dir, task, method.learned_state(), statistics.state_dict(),
+                             {"config": config.to_dict(), "backbone": backbone.identity(),
+                              "progress": progress.to_dict()})
+    barrier()
+
+
+def finish(progress: Progress, config: RunConfig, split: TaskSplit, ctx: DistContext, log: RunLog) -> dict:
+    A = progress.accuracy
+    results = {
+        "preset": config.preset,
+        "stage": config.stage,
+        **summarize(A, progress.task_identity, config.forgetting),
+        "forgetting_convention": config.forgetting,
+        "accuracy_matrix": A.tolist(),
+        "average_accuracy_per_task": average_accuracies(A).tolist(),
+        "pre_alignment_accuracy_matrix": progress.pre_alignment_accuracy.tolist(),
+        "task_identity_matrix": progress.task_identity.tolist(),
+        "task_classes": [list(c) for c in split.task_classes],
+        "world_size": ctx.world_size,
+        "device": str(ctx.device),
+        "train_seconds": float(sum(t["train_seconds"] for t in progress.timings)),
+        "total_seconds": float(sum(t["train_seconds"] + t["statistics_alignment_evaluation_seconds"]
+                                   for t in progress.timings)),
+        "train_images_per_second": float(np.mean([t["train_images_per_second"] for t in progress.timings])),
+        "timings": progress.timings,
+        "config": config.to_dict(),
+    }
+    if ctx.is_main:
+        write_results(config.output_dir, results)
+        plot_accuracy_matrix(A, f"{config.output_dir}/accuracy_matrix.png",
+                             f"{config.preset} ({config.stage}): FAA {results['final_average_accuracy']:.1f}%")
+        log.event("finish", f"accuracy matrix (rows: task, columns: after task)\n"
+                  f"{format_matrix(A, split.num_tasks - 1)}\n"
+                  f"FAA {results['final_average_accuracy']:.2f}%  CAA {results['cumulative_average_accuracy']:.2f}%  "
+                  f"Acc@task {results['task_identity_accuracy']:.2f}%  forgetting {results['final_forgetting']:.2f} "
+                  f"({config.forgetting})  BWT {results['backward_transfer']:.2f}  → {config.output_dir}/results.json",
+                  **{k: v for k, v in results.items() if isinstance(v, float)})
+    return results

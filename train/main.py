@@ -1,0 +1,78 @@
+"""Entry point: `deepspeed train/main.py PRESET [reference flags] [key=value ...]` (or plain `python`).
+
+A HiDe-Prompt stage-2 run without `--trained_original_model` first runs stage 1 (task-identity
+inference) into `<output_dir>/tii`, so one command runs the whole pipeline.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: import the `train` package, not sibling modules
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+    sys.path.insert(0, str(_here.parent))
+
+from train.cli import parse_or_exit  # noqa: E402
+from train.config import RunConfig  # noqa: E402
+from train.errors import UserError  # noqa: E402
+
+
+def stage1_config(config: RunConfig) -> RunConfig:
+    from train.presets import tii_stage
+
+    return replace(tii_stage(config), output_dir=str(Path(config.output_dir) / "tii"))
+
+
+def check_inputs(config: RunConfig) -> None:
+    """Cheap checks before any process group, data or weights: fail in a second, not a minute."""
+    from train.backbones.registry import backbone_spec
+    from train.checkpoint import check_stage1_run
+    from train.data.registry import check_loadable
+    from train.data.splits import split_classes
+    from train.distributed import load_ds_config
+
+    backbone_spec(config.backbone.model)
+    entry = check_loadable(config.data.dataset, config.data.data_path)
+    split_classes(entry.num_classes, config.data.num_tasks)
+    try:
+        load_ds_config(config.deepspeed_config, config.data.batch_size, config.optim.clip_grad)
+    except FileNotFoundError as error:
+        raise UserError(str(error)) from None
+    if config.stage == "wtp" and config.trained_original_model:
+        check_stage1_run(config.trained_original_model, config.data.num_tasks)
+
+
+def run_pipeline(config: RunConfig) -> dict:
+    from train.distributed import init_distributed
+    from train.engine import run
+
+    ctx = init_distributed()
+    if config.stage == "wtp" and not config.trained_original_model:
+        stage1 = stage1_config(config)
+        run(stage1, ctx)
+        config = replace(config, trained_original_model=stage1.output_dir)
+    return run(config, ctx)
+
+
+def main(argv: list[str] | None = None) -> int:
+    invocation = parse_or_exit(sys.argv[1:] if argv is None else argv)
+    config = invocation.config
+    if invocation.dry_run:
+        print(config.to_json())
+        return 0
+    if invocation.inert:
+        print(f"note: {', '.join(invocation.inert)} accepted for compatibility; no effect here", file=sys.stderr)
+    try:
+        check_inputs(config)
+        run_pipeline(config)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The contract every continual method fulfils, and the registry that maps names to methods.
+
+A method is the `nn.Module` that DeepSpeed wraps. The engine drives it task by task:
+`begin_task` → training steps (`forward` + `training_loss`) → `end_task` → class statistics of
+`statistics_features` → classifier alignment of `alignment_parameters` → `predict` for evaluation.
+Methods do math only: no files, no process groups, no printing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import RunConfig
+from ..data.splits import TaskSplit
+from ..errors import UserError
+from ..losses import mask_logits  # noqa: F401  (part of the method toolkit)
+from ..stats import ClassStatistics
+
+
+@dataclass(frozen=True)
+class Prediction:
+    logits: torch.Tensor  # (B, C)
+    task_ids: torch.Tensor  # (B,) the task each sample was routed to
+
+
+class ContinualMethod(nn.Module):
+    name: str = ""
+    uses_statistics: bool = False
+
+    def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
+        super().__init__()
+        self.config = config
+        self.split = split
+        self.backbone = backbone
+        self.register_buffer("class_to_task", split.class_to_task(), persistent=False)
+
+    # -- the task loop ------------------------------------------------------------------------
+    def begin_task(self, task: int, statistics: ClassStatistics) -> None:
+        """Prepare slot `task` (copy/initialise parameters, cache what the loss needs)."""
+
+    def param_groups(self, lr: float) -> list[dict]:
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+    def forward(self, x: torch.Tensor, task: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training forward of task `task`: logits `(B, C)` and features `(B, D)`."""
+        raise NotImplementedError
+
+    def training_loss(self, logits: torch.Tensor, features: torch.Tensor, y: torch.Tensor, task: int):
+        raise NotImplementedError
+
+    def end_task(self, task: int) -> None:
+        """Finish slot `task` after its last training step."""
+
+    # -- statistics and alignment -------------------------------------------------------------
+    def statistics_features(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def alignment_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def alignment_logits(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- inference ------------------------------------------------------------------------------
+    def predict(self, x: torch.Tensor, seen_task: int) -> Prediction:
+        """Class-incremental prediction after training tasks `0..seen_task`."""
+        raise NotImplementedError
+
+    def learned_state(self) -> dict[str, torch.Tensor]:
+        """Everything the method learned (the frozen backbone excluded)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+
+
+METHODS: dict[str, type[ContinualMethod]] = {}
+
+
+def register(cls: type[ContinualMethod]) -> type[ContinualMethod]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def build_method(key: str, config: RunConfig, backbone: nn.Module, split: TaskSplit) -> ContinualMethod:
+    if key not in METHODS:
+        raise UserError(f"unknown method '{key}'. Methods: {', '.join(sorted(METHODS))}.")
+    return METHODS[key](config, backbone, split)

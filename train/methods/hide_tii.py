@@ -1,0 +1,66 @@
+"""HiDe stage 1: task-identity inference (TII) network on uninstructed (frozen) features."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..backbones.vit import cls_features
+from ..config import RunConfig
+from ..data.splits import TaskSplit
+from ..losses import mask_logits, masked_cross_entropy
+from .base import ContinualMethod, Prediction, register
+from .heads import TaskIdentityHead
+
+
+def task_masks(split: TaskSplit) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(T, C)` masks of each task's classes and of the classes seen up to each task."""
+    own = torch.stack([split.task_mask(t) for t in range(split.num_tasks)])
+    return own, own.cumsum(dim=0).bool()
+
+
+def route_to_tasks(tii: nn.Module, features: torch.Tensor, seen: torch.Tensor, class_to_task: torch.Tensor):
+    """Task-identity logits over the seen classes and the task of their argmax."""
+    logits = mask_logits(tii(features), seen)
+    return logits, class_to_task[logits.argmax(dim=1)]
+
+
+@register
+class HideTaskIdentity(ContinualMethod):
+    name = "hide_tii"
+    uses_statistics = True
+    ca_lr_scaled_default = True  # the reference scales ca_lr by batch/256 in its TII trainer
+    ca_samples_per_batch = 1  # pseudo-features per component = batch_size · this
+
+    def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
+        super().__init__(config, backbone, split)
+        self.tii = TaskIdentityHead(backbone.num_features, config.alignment.mlp_structure, split.num_classes)
+        own, seen = task_masks(split)
+        self.register_buffer("own_classes", own, persistent=False)
+        self.register_buffer("seen_classes", seen, persistent=False)
+
+    @torch.no_grad()
+    def _frozen_features(self, x: torch.Tensor) -> torch.Tensor:
+        return cls_features(self.backbone, x)
+
+    def forward(self, x: torch.Tensor, task: int):
+        features = self._frozen_features(x)
+        return self.tii(features), features
+
+    def training_loss(self, logits, features, y, task):
+        return masked_cross_entropy(logits, y, self.own_classes[task] if self.config.data.train_mask else None)
+
+    def statistics_features(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        return self._frozen_features(x)
+
+    def alignment_parameters(self) -> list[nn.Parameter]:
+        return list(self.tii.parameters())
+
+    def alignment_logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.tii(features)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, seen_task: int) -> Prediction:
+        logits, tasks = route_to_tasks(self.tii, self._frozen_features(x), self.seen_classes[seen_task],
+                                       self.class_to_task)
+        return Prediction(logits, tasks)

@@ -1,0 +1,66 @@
+"""People-facing output: console and JSON-lines log, results.json, the accuracy-matrix heat map."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+class RunLog:
+    """Prints and appends JSON lines to `<output_dir>/log.jsonl`; silent on ranks other than 0."""
+
+    def __init__(self, output_dir: str | Path, enabled: bool):
+        self.enabled = enabled
+        self.path = Path(output_dir) / "log.jsonl"
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def event(self, kind: str, message: str = "", **fields) -> None:
+        if not self.enabled:
+            return
+        if message:
+            print(message, flush=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps({"time": time.time(), "event": kind, **fields}) + "\n")
+
+    def __call__(self, message: str) -> None:
+        self.event("message", message)
+
+
+def format_matrix(A: np.ndarray, upto: int) -> str:
+    rows = [" ".join(f"{A[i, t]:6.2f}" for t in range(upto + 1)) for i in range(upto + 1)]
+    return "\n".join(f"  task {i + 1:>2}: {row}" for i, row in enumerate(rows))
+
+
+def write_results(output_dir: str | Path, results: dict) -> Path:
+    path = Path(output_dir) / "results.json"
+    path.write_text(json.dumps(results, indent=2))
+    return path
+
+
+def plot_accuracy_matrix(A: np.ndarray, path: str | Path, title: str) -> Path:
+    """Heat map of `A[i, t]` (accuracy on task i after task t), empty below the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = np.where(np.triu(np.ones_like(A, dtype=bool)), A, np.nan)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(A), 0.8 + 0.6 * len(A)))
+    image = ax.imshow(shown, vmin=0, vmax=100, cmap="viridis")
+    for (i, t), value in np.ndenumerate(shown):
+        if not np.isnan(value):
+            ax.text(t, i, f"{value:.0f}", ha="center", va="center", color="w" if value < 60 else "k", fontsize=8)
+    ax.set_xlabel("after training task")
+    ax.set_ylabel("evaluated task")
+    ax.set_xticks(range(len(A)), [str(t + 1) for t in range(len(A))])
+    ax.set_yticks(range(len(A)), [str(t + 1) for t in range(len(A))])
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, label="accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,74 @@
+"""Where a backbone's pretrained weights come from, and loading them into a frozen stock timm ViT."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from .backbones.registry import EMBEDDED_BACKBONE, backbone_spec
+from .backbones.spec import BackboneSpec
+from .backbones.vit import create_vit, freeze, weights_hash
+from .config import BackboneConfig
+from .distributed import DistContext
+from .errors import UserError
+from .pretrain import PretrainConfig, ensure_pretrained
+
+# The reference's checkpoint locations, relative to the working directory.
+DEFAULT_CHECKPOINTS = {
+    "vit_base_patch16_224": "checkpoints/ViT-B_16.npz",
+    "vit_base_patch16_224_21k_ibot": "checkpoints/checkpoint.pth",
+    "vit_base_patch16_224_ibot": "checkpoints/ibot_vitbase16_pretrain.pth",
+    "vit_base_patch16_224_dino": "checkpoints/dino_vitbase16_pretrain.pth",
+    "vit_base_patch16_224_mocov3": "checkpoints/mocov3-vit-base-300ep.pth",
+}
+
+
+@dataclass(frozen=True)
+class LoadedBackbone:
+    vit: VisionTransformer
+    spec: BackboneSpec
+    weights_sha256: str
+
+    def identity(self) -> dict[str, str]:
+        return {"name": self.spec.name, "sha256": self.weights_sha256}
+
+
+def load_state_file(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_weights(vit: VisionTransformer, spec: BackboneSpec, checkpoint: Path) -> None:
+    """Load pretrained weights from a local file (.npz in Google's format, .pth, .safetensors)."""
+    if not checkpoint.is_file():
+        raise UserError(
+            f"pretrained weights for backbone '{spec.name}' not found at '{checkpoint}'. "
+            "Download them there (see the README's backbone table) or pass --backbone_checkpoint PATH."
+        )
+    if checkpoint.suffix == ".npz":
+        vit.load_pretrained(str(checkpoint))
+        return
+    missing, _ = vit.load_state_dict(load_state_file(checkpoint), strict=False)
+    if [k for k in missing if not k.startswith("head.")]:
+        raise UserError(f"'{checkpoint}' does not fit backbone '{spec.name}' (missing {missing[:3]}...).")
+
+
+def load_backbone(config: BackboneConfig, ctx: DistContext) -> LoadedBackbone:
+    """The frozen pretrained backbone; the embedded one is pretrained and cached on first use."""
+    spec = backbone_spec(config.model)
+    vit = create_vit(spec)
+    if config.checkpoint:
+        path = Path(config.checkpoint)
+    elif spec.name == EMBEDDED_BACKBONE:
+        path = ensure_pretrained(PretrainConfig(backbone=spec.name), ctx)
+    else:
+        path = Path(DEFAULT_CHECKPOINTS[spec.name])
+    load_weights(vit, spec, path)
+    vit = freeze(vit)
+    return LoadedBackbone(vit, spec, weights_hash(vit))
