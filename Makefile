@@ -10,7 +10,9 @@ OUT ?= output/$(PRESET)
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo train pretrain probe lint clean distclean
+SEEDS ?= 42 40 44
+
+.PHONY: setup test test-fast demo results train pretrain probe lint clean distclean
 
 setup: $(STAMP)
 
@@ -38,6 +40,12 @@ probe: pretrain  ## linear probe of the embedded backbone vs a random one on Spl
 demo: pretrain  ## train → results on the embedded benchmark (export/serve join when they exist)
 	rm -rf output/demo
 	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/main.py digits_hideprompt --output_dir output/demo
+
+results: pretrain  ## the README's results table: digits_hideprompt at the reference's seeds
+	for seed in $(SEEDS); do rm -rf output/results/seed$$seed; \
+	  $(VENV)/bin/deepspeed --num_gpus $(RANKS) train/main.py digits_hideprompt --seed $$seed \
+	    --output_dir output/results/seed$$seed || exit 1; done
+	$(PY) -m train.results_table $(addprefix output/results/seed,$(SEEDS))
 
 train: setup  ## make train PRESET=cifar100_hideprompt_5e ARGS="--data-path ./datasets"
 	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/main.py $(PRESET) --output_dir $(OUT) $(ARGS)

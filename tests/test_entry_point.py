@@ -26,7 +26,8 @@ def test_reference_readme_commands_dry_run_under_deepspeed():
     for command, stage in ((TII_COMMAND, "tii"), (WTP_COMMAND, "wtp")):
         done = run_main([*command, "--dry-run"], ranks=1)
         assert done.returncode == 0, done.stderr[-2000:]
-        config = json.loads(done.stdout[done.stdout.index("{"): done.stdout.rindex("}") + 1])
+        lines = done.stdout.splitlines()  # the launcher logs around our JSON
+        config = json.loads("\n".join(lines[lines.index("{"): len(lines) - lines[::-1].index("}")]))
         assert config["stage"] == stage
         assert config["data"]["dataset"] == "Split-CIFAR100" and config["data"]["batch_size"] == 24
     assert config["optim"]["epochs"] == 50 and config["prompt"]["reg"] == 0.1

@@ -43,9 +43,9 @@ class Progress:
     """Everything measured so far; saved with every task checkpoint."""
 
     num_tasks: int
-    accuracy: np.ndarray = None  # [evaluated task, after task], %
-    pre_alignment_accuracy: np.ndarray = None
-    task_identity: np.ndarray = None
+    accuracy: np.ndarray | None = None  # [evaluated task, after task], %; zeros until measured
+    pre_alignment_accuracy: np.ndarray | None = None
+    task_identity: np.ndarray | None = None
     timings: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -203,7 +203,8 @@ def run(config: RunConfig, ctx: DistContext) -> dict:
         progress = _resume(method, statistics, config, last, backbone, log)
         start = last + 1
     log.event("start", f"{config.preset}: stage {config.stage}, method {method_key(config)}, "
-              f"{split.num_tasks} tasks, {ctx.world_size} rank(s) on {ctx.device}", config=config.to_dict())
+              f"{split.num_tasks} tasks, {ctx.world_size} rank(s) on {ctx.device} "
+              f"({torch.get_num_threads()} threads each)", config=config.to_dict())
     for task in range(start, split.num_tasks):
         run_task(method, task, data, split, statistics, progress, config, ctx, backbone, log)
     return finish(progress, config, split, ctx, log)
@@ -224,9 +225,9 @@ def _resume(method, statistics, config, last, backbone: LoadedBackbone, log: Run
 def run_task(method, task, data, split, statistics, progress: Progress, config: RunConfig, ctx: DistContext,
              backbone: LoadedBackbone, log: RunLog) -> None:
     identity = None
-    if getattr(method, "needs_task_identity", False):
+    if method.needs_task_identity:
         identity = checkpoint.load_task_identity(config.trained_original_model, task, backbone.identity())
-    method.begin_task(task, statistics, **({"task_identity": identity} if identity is not None else {}))
+    method.begin_task(task, statistics, identity)
     timing = train_task(method, task, data, split, config, ctx, log)
     method.end_task(task)
     started = time.time()

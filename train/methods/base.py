@@ -28,18 +28,25 @@ class Prediction:
 
 class ContinualMethod(nn.Module):
     name: str = ""
-    uses_statistics: bool = False
+    uses_statistics: bool = False  # class statistics after each task, classifier alignment from task 1 on
+    needs_task_identity: bool = False  # routed by a stage-1 task-identity network (`--trained_original_model`)
+    ca_lr_scaled_default: bool = False  # scale ca_lr by batch/256 unless the config says otherwise
+    ca_samples_per_batch: int = 1  # pseudo-features per statistics component = batch size · this
 
     def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
         super().__init__()
         self.config = config
         self.split = split
         self.backbone = backbone
+        own = torch.stack([split.task_mask(t) for t in range(split.num_tasks)])
         self.register_buffer("class_to_task", split.class_to_task(), persistent=False)
+        self.register_buffer("own_classes", own, persistent=False)  # (T, C): classes of task t
+        self.register_buffer("seen_classes", own.cumsum(dim=0).bool(), persistent=False)  # (T, C): tasks 0..t
 
     # -- the task loop ------------------------------------------------------------------------
-    def begin_task(self, task: int, statistics: ClassStatistics) -> None:
-        """Prepare slot `task` (copy/initialise parameters, cache what the loss needs)."""
+    def begin_task(self, task: int, statistics: ClassStatistics, task_identity: dict | None = None) -> None:
+        """Prepare slot `task` (copy/initialise parameters, cache what the loss needs); `task_identity` is
+        the stage-1 network of this task for methods that need one."""
 
     def param_groups(self, lr: float) -> list[dict]:
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]

@@ -13,12 +13,6 @@ from .base import ContinualMethod, Prediction, register
 from .heads import TaskIdentityHead
 
 
-def task_masks(split: TaskSplit) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(T, C)` masks of each task's classes and of the classes seen up to each task."""
-    own = torch.stack([split.task_mask(t) for t in range(split.num_tasks)])
-    return own, own.cumsum(dim=0).bool()
-
-
 def route_to_tasks(tii: nn.Module, features: torch.Tensor, seen: torch.Tensor, class_to_task: torch.Tensor):
     """Task-identity logits over the seen classes and the task of their argmax."""
     logits = mask_logits(tii(features), seen)
@@ -30,14 +24,10 @@ class HideTaskIdentity(ContinualMethod):
     name = "hide_tii"
     uses_statistics = True
     ca_lr_scaled_default = True  # the reference scales ca_lr by batch/256 in its TII trainer
-    ca_samples_per_batch = 1  # pseudo-features per component = batch_size · this
 
     def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
         super().__init__(config, backbone, split)
         self.tii = TaskIdentityHead(backbone.num_features, config.alignment.mlp_structure, split.num_classes)
-        own, seen = task_masks(split)
-        self.register_buffer("own_classes", own, persistent=False)
-        self.register_buffer("seen_classes", seen, persistent=False)
 
     @torch.no_grad()
     def _frozen_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from ..peft.prefix import PrefixPromptPool, arrange_prefixes, prompted_features
 from ..stats import ClassStatistics
 from .base import ContinualMethod, Prediction, register
 from .heads import TaskIdentityHead, trunc_normal_linear
-from .hide_tii import route_to_tasks, task_masks
+from .hide_tii import route_to_tasks
 
 
 def majority_task(tasks: torch.Tensor) -> torch.Tensor:
@@ -28,8 +28,7 @@ class HidePrompt(ContinualMethod):
     name = "hideprompt"
     uses_statistics = True
     needs_task_identity = True
-    ca_lr_scaled_default = False  # the reference uses the raw ca_lr in stage 2
-    ca_samples_per_batch = 5
+    ca_samples_per_batch = 5  # and the raw ca_lr (ca_lr_scaled_default False), as the reference
 
     def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
         super().__init__(config, backbone, split)
@@ -39,9 +38,6 @@ class HidePrompt(ContinualMethod):
         self.head = trunc_normal_linear(backbone.num_features, split.num_classes)
         self.tii = TaskIdentityHead(backbone.num_features, config.alignment.mlp_structure, split.num_classes)
         self.tii.requires_grad_(False)
-        own, seen = task_masks(split)
-        self.register_buffer("own_classes", own, persistent=False)
-        self.register_buffer("seen_classes", seen, persistent=False)
         self.register_buffer("old_centroids", torch.empty(0), persistent=False)
 
     def begin_task(self, task: int, statistics: ClassStatistics, task_identity=None) -> None:
