@@ -34,6 +34,7 @@ pretrain: setup  ## the embedded backbone (cached; a no-op when done)
 	$(PY) -m train.pretrain
 
 probe: pretrain  ## linear probe of the embedded backbone vs a random one on Split-Digits
+	$(PY) -m train.probe --pixels
 	$(PY) -m train.probe --random
 	$(PY) -m train.probe
 

@@ -285,3 +285,13 @@ def test_dataclass_validation():
 def test_scaled_lr():
     assert OptimConfig(lr=0.03).scaled_lr(24) == pytest.approx(0.03 * 24 / 256)
     assert OptimConfig(lr=0.03, unscale_lr=False).scaled_lr(24) == pytest.approx(0.03)
+
+
+def test_cross_field_overrides_apply_in_any_order():
+    config = parse_invocation(["digits_hideprompt", "data.num_tasks=10", "prompt.size=10"]).config
+    assert (config.data.num_tasks, config.prompt.size) == (10, 10)
+
+
+def test_prompt_pool_smaller_than_task_count_is_rejected():
+    with pytest.raises(UserError, match="prompt pool size 5 is smaller than num_tasks 10"):
+        parse_invocation(["digits_hideprompt", "data.num_tasks=10"])

@@ -134,7 +134,7 @@ def parse_invocation(argv: list[str]) -> Invocation:
     try:
         for path, value in [(k, v) for k, v in args.items() if not k.startswith("inert:")] + overrides:
             config = replace_path(config, path, value)
-        config = RunConfig(**{f: getattr(config, f) for f in config.__dataclass_fields__})  # re-validate
+        config = config.validate()
     except ConfigError as error:
         raise UserError(str(error)) from None
     return Invocation(config, dry_run, inert)

@@ -120,8 +120,12 @@ class RunConfig:
         _check(self.stage in ("tii", "wtp"), f"unknown stage '{self.stage}'")
         _check(self.forgetting in ("textbook", "reference"),
                f"unknown forgetting convention '{self.forgetting}' (textbook or reference)")
+
+    def validate(self) -> RunConfig:
+        """Checks across sections, once all overrides are applied (each may be given in any order)."""
         _check(self.prompt.size >= self.data.num_tasks,
-               f"prompt pool size {self.prompt.size} is smaller than num_tasks {self.data.num_tasks}")
+               f"prompt pool size {self.prompt.size} is smaller than num_tasks {self.data.num_tasks} (--size)")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

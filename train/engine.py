@@ -79,8 +79,9 @@ def model_dtype(method: ContinualMethod) -> torch.dtype:
 
 # -- one task's training through DeepSpeed --------------------------------------------------------------
 def train_task(method: ContinualMethod, task: int, data: ContinualData, split: TaskSplit, config: RunConfig,
-               ctx: DistContext, log: RunLog) -> dict:
+               ctx: DistContext) -> dict:
     optim, batch = config.optim, config.data.batch_size
+    method.train()
     subset = Subset(data.train, indices_of_classes(data.train_targets, split.task_classes[task]))
     sampler = DistributedSampler(subset, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed + task)
     loader = DataLoader(subset, batch, sampler=sampler, num_workers=config.data.num_workers)
@@ -118,7 +119,7 @@ def collect_statistics(method: ContinualMethod, task: int, data: ContinualData, 
     """Features of the task's training images (each rank a share, gathered), summarised per class."""
     method.eval()
     indices = shard(indices_of_classes(data.train_targets, split.task_classes[task]), ctx.rank, ctx.world_size)
-    loader = DataLoader(Subset(data.train, indices), 4 * config.data.batch_size,
+    loader = DataLoader(Subset(data.train_eval, indices), 4 * config.data.batch_size,
                         num_workers=config.data.num_workers)
     features, labels = [], []
     for x, y in loader:
@@ -228,7 +229,7 @@ def run_task(method, task, data, split, statistics, progress: Progress, config: 
     if method.needs_task_identity:
         identity = checkpoint.load_task_identity(config.trained_original_model, task, backbone.identity())
     method.begin_task(task, statistics, identity)
-    timing = train_task(method, task, data, split, config, ctx, log)
+    timing = train_task(method, task, data, split, config, ctx)
     method.end_task(task)
     started = time.time()
     if method.uses_statistics:

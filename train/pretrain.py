@@ -24,7 +24,7 @@ from .backbones.registry import EMBEDDED_BACKBONE, backbone_spec
 from .backbones.vit import create_vit
 from .data.glyphs import GLYPHS, render_glyph_dataset
 from .data.transforms import grayscale_to_input
-from .distributed import DistContext, barrier, build_engine, init_distributed, load_ds_config
+from .distributed import DistContext, all_reduce_sum, barrier, build_engine, init_distributed, load_ds_config
 from .paths import cache_root
 
 
@@ -92,21 +92,31 @@ def pretrain(config: PretrainConfig, ctx: DistContext, log=print) -> dict[str, t
 
 
 def ensure_pretrained(config: PretrainConfig, ctx: DistContext, log=print) -> Path:
-    """The cached weights, pretraining them (on all ranks together) when missing."""
+    """The cached weights, pretraining them (on all ranks together) when any rank lacks them.
+
+    The decision is collective, so nodes with their own caches never disagree about joining in; each
+    node's first rank writes its cache.
+    """
     path = weights_path(config)
-    if not path.is_file():
+    missing = all_reduce_sum(torch.tensor([float(not path.is_file())], device=ctx.device)).item() > 0
+    if missing:
         if ctx.is_main:
             log(f"embedded backbone not cached: pretraining {config.backbone} on glyphs → {path}")
         state = pretrain(config, ctx, log if ctx.is_main else (lambda *_: None))
-        if ctx.is_main:
-            from safetensors.torch import save_file
-
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.tmp")
-            save_file(state, str(partial), metadata={"config": json.dumps(asdict(config))})
-            partial.replace(path)  # atomic: a killed run never leaves a half-written cache entry
+        if ctx.local_rank == 0 and not path.is_file():
+            _save_atomically(state, config, path)
         barrier()
     return path
+
+
+def _save_atomically(state: dict[str, torch.Tensor], config: PretrainConfig, path: Path) -> None:
+    """Write beside the target and rename: a killed run never leaves a half-written cache entry."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    save_file(state, str(partial), metadata={"config": json.dumps(asdict(config))})
+    partial.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,8 @@ from .digits import load_split_digits
 
 @dataclass(frozen=True)
 class ContinualData:
-    train: Dataset
+    train: Dataset  # training images with the training transform
+    train_eval: Dataset  # the same images with the test transform: class statistics use these
     test: Dataset
     train_targets: torch.Tensor
     test_targets: torch.Tensor
@@ -33,7 +34,7 @@ class DatasetEntry:
 
 def _digits(_: str, spec: BackboneSpec) -> ContinualData:
     train, test = load_split_digits(spec)
-    return ContinualData(train, test, train.tensors[1], test.tensors[1], 10)
+    return ContinualData(train, train, test, train.tensors[1], test.tensors[1], 10)  # no augmentation
 
 
 DATASETS: dict[str, DatasetEntry] = {
