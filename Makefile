@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 SEEDS ?= 42 40 44
 
-.PHONY: setup test test-fast demo results train pretrain probe lint clean distclean
+.PHONY: setup test test-fast demo results compare train pretrain probe lint clean distclean
 
 setup: $(STAMP)
 
@@ -47,6 +47,14 @@ results: pretrain  ## the README's results table: digits_hideprompt at the refer
 	  $(VENV)/bin/deepspeed --num_gpus $(RANKS) train/main.py digits_hideprompt --seed $$seed \
 	    --output_dir output/results/seed$$seed || exit 1; done
 	$(PY) -m train.results_table $(addprefix output/results/seed,$(SEEDS))
+
+COMPARE ?= joint hideprompt hidelora sprompt dualprompt l2p continual_lora
+
+compare: pretrain  ## every method on Split-Digits, same backbone and seeds → the README's comparison table
+	for m in $(COMPARE); do for seed in $(SEEDS); do rm -rf output/compare/$$m/seed$$seed; \
+	  $(VENV)/bin/deepspeed --num_gpus $(RANKS) train/main.py digits_$$m --seed $$seed \
+	    --output_dir output/compare/$$m/seed$$seed || exit 1; done; done
+	$(PY) -m train.results_table --by-preset $(foreach m,$(COMPARE),$(addprefix output/compare/$(m)/seed,$(SEEDS)))
 
 train: setup  ## make train PRESET=cifar100_hideprompt_5e ARGS="--data-path ./datasets"
 	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/main.py $(PRESET) --output_dir $(OUT) $(ARGS)

@@ -65,14 +65,20 @@ def check_stage1_run(tii_dir: str | Path, num_tasks: int) -> None:
 
 
 def load_task_identity(tii_dir: str | Path, task: int, backbone: dict) -> dict[str, torch.Tensor]:
-    """The stage-1 task-identity network after task `task`, checked against our backbone."""
+    """The stage-1 task-identity network after task `task`, checked against our backbone.
+
+    A HiDe stage-1 run gives its whole network (`tii.*`). A Continual-LoRA run (the reference's stage 1
+    for HiDe-LoRA on CIFAR) gives only its classifier (`head.*`) on the frozen features: its LoRA is
+    dropped, as the reference's non-strict loading drops it.
+    """
     learned, _, state = load_task(tii_dir, task)
     if state["backbone"] != backbone:
         raise UserError(
             f"stage-1 run '{tii_dir}' was trained on backbone {state['backbone']}, this run uses {backbone}: "
             "train stage 1 with the same --model and weights."
         )
-    return {k.removeprefix("tii."): v for k, v in learned.items() if k.startswith("tii.")}
+    network = {k.removeprefix("tii."): v for k, v in learned.items() if k.startswith("tii.")}
+    return network or {k: v for k, v in learned.items() if k.startswith("head.")}
 
 
 def rng_state() -> dict:

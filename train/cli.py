@@ -49,6 +49,13 @@ FLAG_FIELDS: dict[tuple[str, ...], str] = {
     ("--reg",): "prompt.reg",
     ("--batchwise_prompt",): "prompt.batchwise_prompt",
     ("--kv_reshape_official",): "prompt.kv_reshape_official",
+    ("--top_k",): "prompt.top_k",
+    ("--pull_constraint_coeff",): "prompt.pull_constraint_coeff",
+    ("--g_prompt_length",): "prompt.g_prompt_length",
+    ("--g_prompt_layer_idx",): "prompt.g_prompt_layers",
+    ("--lora_rank",): "lora.rank",
+    ("--lora_momentum",): "lora.lora_momentum",
+    ("--lora_a_init_official",): "lora.official_a_init",
     ("--ca_lr",): "alignment.ca_lr",
     ("--crct_epochs",): "alignment.crct_epochs",
     ("--ca_storage_efficient_method",): "alignment.ca_storage_efficient_method",
@@ -66,17 +73,16 @@ SWITCH_FIELDS: dict[str, str] = {
     "--not_train_ca": "alignment.not_train_ca",
     "--resume": "resume",
 }
-LIST_FLAGS = {"--opt-betas", "--e_prompt_layer_idx", "--original_model_mlp_structure"}
+LIST_FLAGS = {"--opt-betas", "--e_prompt_layer_idx", "--g_prompt_layer_idx", "--original_model_mlp_structure"}
 # Parsed by the reference but without effect there (or decided by the launcher/backbone here).
 INERT_FLAGS = (
     "--input-size --pretrained --drop --drop-path --opt --momentum --reinit_optimizer --lr-noise "
     "--lr-noise-pct --lr-noise-std --cooldown-epochs --patience-epochs --color-jitter --aa --smoothing "
     "--train-interpolation --reprob --remode --recount --device --world_size --dist_url --use_g_prompt "
-    "--g_prompt_length --g_prompt_layer_idx --use_prefix_tune_for_g_prompt --use_e_prompt "
-    "--use_prefix_tune_for_e_prompt --prompt_pool --top_k --initializer --prompt_key --prompt_key_init "
-    "--use_prompt_mask --mask_first_epoch --shared_prompt_pool --shared_prompt_key --embedding_key "
-    "--predefined_key --pull_constraint --pull_constraint_coeff --same_key_value --global_pool --head_type "
-    "--freeze --milestones --ca_epochs --print_freq --master_port"
+    "--use_prefix_tune_for_g_prompt --use_e_prompt --use_prefix_tune_for_e_prompt --prompt_pool --initializer "
+    "--prompt_key --prompt_key_init --use_prompt_mask --mask_first_epoch --shared_prompt_pool --shared_prompt_key "
+    "--embedding_key --predefined_key --pull_constraint --same_key_value --global_pool --head_type "
+    "--freeze --milestones --ca_epochs --print_freq --master_port --lora_type"
 ).split()
 INERT_SWITCHES = ("--pin-mem", "--no-pin-mem", "--separated_head")
 

@@ -69,17 +69,35 @@ class OptimConfig:
 @dataclass(frozen=True)
 class PromptConfig:
     length: int = 5
-    layers: tuple[int, ...] = (0, 1, 2, 3, 4)
-    size: int = 10  # pool size: one slot per task
+    layers: tuple[int, ...] = (0, 1, 2, 3, 4)  # blocks with (E-)prompts
+    size: int = 10  # pool size (HiDe, S-Prompt, DualPrompt: one slot per task; HiDe-LoRA: LoRA slots)
+    top_k: int = 1  # prompts selected per sample by key matching (L2P: 4)
+    pull_constraint_coeff: float = 1.0  # weight of the key-query pull constraint (L2P, DualPrompt, S-Prompt)
+    g_prompt_length: int = 5  # DualPrompt's shared G-prompt
+    g_prompt_layers: tuple[int, ...] = (0, 1)
     prompt_momentum: float = 0.0
-    reg: float = 0.01  # contrastive regularisation weight
+    reg: float = 0.01  # contrastive regularisation weight (HiDe-Prompt and HiDe-LoRA)
     larger_prompt_lr: bool = False  # prompts at lr, everything else at 0.1·lr
     kv_reshape_official: bool = False  # reproduce the reference's key/value reshape quirk
-    batchwise_prompt: bool = False  # majority vote of the task over the test batch (reference quirk)
+    batchwise_prompt: bool = False  # one prompt/task for the whole batch by majority vote (reference quirk)
 
     def __post_init__(self) -> None:
         _check(self.length >= 1, "prompt length must be at least 1")
+        _check(self.top_k >= 1, "top_k must be at least 1")
         _check(0 <= self.prompt_momentum < 1, "prompt_momentum must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    rank: int = 4
+    depth: int = 5  # LoRA on the key/value projections of blocks 0..depth-1
+    alpha: float = 1.0  # scaling alpha / rank
+    lora_momentum: float = 0.0  # HiDe-LoRA: average the task's factors with the older slots after the task
+    official_a_init: bool = False  # reference A init U(±1/√r) instead of standard LoRA's U(±1/√D)
+
+    def __post_init__(self) -> None:
+        _check(self.rank >= 1, "lora rank must be at least 1")
+        _check(0 <= self.lora_momentum < 1, "lora_momentum must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -114,6 +132,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     tii_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.0005, epochs=20))
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
 
     def __post_init__(self) -> None:

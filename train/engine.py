@@ -98,8 +98,7 @@ def train_task(method: ContinualMethod, task: int, data: ContinualData, split: T
         sampler.set_epoch(epoch)
         for x, y in loader:
             x, y = x.to(ctx.device, dtype), y.to(ctx.device)
-            logits, features = engine(x, task)
-            loss = method.training_loss(logits.float(), features.float(), y, task)
+            loss = method.training_loss(engine(x, task), y, task)
             engine.backward(loss)
             engine.step()
             images += len(y)
@@ -182,7 +181,8 @@ def evaluate(method: ContinualMethod, seen_task: int, data: ContinualData, split
             if config.data.task_inc:
                 logits = mask_logits(logits, split.task_mask(task))
             counts[task, 0] += (logits.argmax(1).cpu() == y).sum().item()
-            counts[task, 1] += (prediction.task_ids.cpu() == task).sum().item()
+            routed = prediction.task_ids.reshape(len(y), -1).cpu()
+            counts[task, 1] += (routed == task).any(dim=1).sum().item()
             counts[task, 2] += len(y)
     counts = all_reduce_sum(counts.to(ctx.device)).cpu()
     return (100 * counts[:, 0] / counts[:, 2]).numpy(), (100 * counts[:, 1] / counts[:, 2]).numpy()

@@ -26,6 +26,13 @@ def stage1_config(config: RunConfig) -> RunConfig:
     return replace(tii_stage(config), output_dir=str(Path(config.output_dir) / "tii"))
 
 
+def needs_stage1(config: RunConfig) -> bool:
+    """Stage 2 of a method routed by a task-identity network (HiDe-Prompt, HiDe-LoRA)."""
+    from train.methods import build_method_class
+
+    return config.stage == "wtp" and build_method_class(config.method).needs_task_identity
+
+
 def check_inputs(config: RunConfig) -> None:
     """Cheap checks before any process group, data or weights: fail in a second, not a minute."""
     from train.backbones.registry import backbone_spec
@@ -41,7 +48,7 @@ def check_inputs(config: RunConfig) -> None:
         load_ds_config(config.deepspeed_config, config.data.batch_size, config.optim.clip_grad)
     except FileNotFoundError as error:
         raise UserError(str(error)) from None
-    if config.stage == "wtp" and config.trained_original_model:
+    if needs_stage1(config) and config.trained_original_model:
         check_stage1_run(config.trained_original_model, config.data.num_tasks)
 
 
@@ -50,7 +57,7 @@ def run_pipeline(config: RunConfig) -> dict:
     from train.engine import run
 
     ctx = init_distributed()
-    if config.stage == "wtp" and not config.trained_original_model:
+    if needs_stage1(config) and not config.trained_original_model:
         stage1 = stage1_config(config)
         run(stage1, ctx)
         config = replace(config, trained_original_model=stage1.output_dir)

@@ -1,6 +1,8 @@
-"""Markdown table of finished runs, one row per run plus mean ± std: the README's results table.
+"""Markdown tables of finished runs: the README's results and comparison tables.
 
-`python -m train.results_table output/results/seed42 output/results/seed40 ...` (what `make results` runs).
+`python -m train.results_table DIR...`: one row per run plus mean ± std (what `make results` runs);
+`python -m train.results_table --by-preset DIR...`: one row per preset, mean ± std over its runs
+(what `make compare` runs).
 """
 
 from __future__ import annotations
@@ -34,11 +36,41 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
+def preset_table(runs: list[dict]) -> str:
+    """One row per preset (in first-seen order), mean ± std over its runs (seeds)."""
+    by_preset: dict[str, list[dict]] = {}
+    for r in runs:
+        by_preset.setdefault(r["preset"], []).append(r)
+    lines = ["| preset | seeds | " + " | ".join(COLUMNS) + " | train s (all stages) |",
+             "|---" * (len(COLUMNS) + 3) + "|"]
+    for name, group in by_preset.items():
+        cells = " | ".join(_mean_std([r[k] for r in group]) for k in COLUMNS.values())
+        seconds = _mean_std([r["train_seconds"] + r.get("stage1_train_seconds", 0.0) for r in group])
+        lines.append(f"| {name} | {len(group)} | {cells} | {seconds} |")
+    return "\n".join(lines)
+
+
+def load_run(folder: Path) -> dict:
+    """A run's results, with the training time of the stage-1 run it started itself (HiDe)."""
+    run = json.loads((folder / "results.json").read_text())
+    stage1 = folder / "tii" / "results.json"
+    if stage1.is_file():
+        run["stage1_train_seconds"] = json.loads(stage1.read_text())["train_seconds"]
+    return run
+
+
 def main(argv: list[str]) -> int:
-    if not argv:
+    by_preset = "--by-preset" in argv
+    dirs = [a for a in argv if a != "--by-preset"]
+    if not dirs:
         print(__doc__, file=sys.stderr)
         return 2
-    print(table([json.loads((Path(d) / "results.json").read_text()) for d in argv]))
+    runs = [load_run(Path(d)) for d in dirs]
+    print(preset_table(runs) if by_preset else table(runs))
     return 0
 
 

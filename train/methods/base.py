@@ -1,7 +1,7 @@
 """The contract every continual method fulfils, and the registry that maps names to methods.
 
 A method is the `nn.Module` that DeepSpeed wraps. The engine drives it task by task:
-`begin_task` → training steps (`forward` + `training_loss`) → `end_task` → class statistics of
+`begin_task` → training steps (`forward` → `StepOutput`, `training_loss`) → `end_task` → class statistics of
 `statistics_features` → classifier alignment of `alignment_parameters` → `predict` for evaluation.
 Methods do math only: no files, no process groups, no printing.
 """
@@ -9,6 +9,7 @@ Methods do math only: no files, no process groups, no printing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -16,14 +17,20 @@ from torch import nn
 from ..config import RunConfig
 from ..data.splits import TaskSplit
 from ..errors import UserError
-from ..losses import mask_logits  # noqa: F401  (part of the method toolkit)
+from ..losses import mask_logits, masked_cross_entropy  # noqa: F401  (part of the method toolkit)
 from ..stats import ClassStatistics
+
+
+class StepOutput(NamedTuple):
+    logits: torch.Tensor  # (B, C)
+    features: torch.Tensor  # (B, D) the features statistics and regularisers use
+    aux_loss: torch.Tensor  # the method's own extra loss terms for this batch (0 when none)
 
 
 @dataclass(frozen=True)
 class Prediction:
     logits: torch.Tensor  # (B, C)
-    task_ids: torch.Tensor  # (B,) the task each sample was routed to
+    task_ids: torch.Tensor  # (B,) or (B, k): the task(s) each sample was routed to; a hit if any matches
 
 
 class ContinualMethod(nn.Module):
@@ -51,12 +58,14 @@ class ContinualMethod(nn.Module):
     def param_groups(self, lr: float) -> list[dict]:
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
-    def forward(self, x: torch.Tensor, task: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training forward of task `task`: logits `(B, C)` and features `(B, D)`."""
+    def forward(self, x: torch.Tensor, task: int) -> StepOutput:
+        """Training forward of task `task` (what the DeepSpeed engine calls)."""
         raise NotImplementedError
 
-    def training_loss(self, logits: torch.Tensor, features: torch.Tensor, y: torch.Tensor, task: int):
-        raise NotImplementedError
+    def training_loss(self, out: StepOutput, y: torch.Tensor, task: int) -> torch.Tensor:
+        """Cross-entropy over the task's classes (all classes without `train_mask`) plus `out.aux_loss`."""
+        allowed = self.own_classes[task] if self.config.data.train_mask else None
+        return masked_cross_entropy(out.logits.float(), y, allowed) + out.aux_loss.float()
 
     def end_task(self, task: int) -> None:
         """Finish slot `task` after its last training step."""
@@ -89,7 +98,15 @@ def register(cls: type[ContinualMethod]) -> type[ContinualMethod]:
     return cls
 
 
-def build_method(key: str, config: RunConfig, backbone: nn.Module, split: TaskSplit) -> ContinualMethod:
+def build_method_class(key: str) -> type[ContinualMethod]:
     if key not in METHODS:
         raise UserError(f"unknown method '{key}'. Methods: {', '.join(sorted(METHODS))}.")
-    return METHODS[key](config, backbone, split)
+    return METHODS[key]
+
+
+def build_method(key: str, config: RunConfig, backbone: nn.Module, split: TaskSplit) -> ContinualMethod:
+    return build_method_class(key)(config, backbone, split)
+
+
+def no_aux_loss(like: torch.Tensor) -> torch.Tensor:
+    return like.new_zeros(())

@@ -8,8 +8,8 @@ from torch import nn
 from ..backbones.vit import cls_features
 from ..config import RunConfig
 from ..data.splits import TaskSplit
-from ..losses import mask_logits, masked_cross_entropy
-from .base import ContinualMethod, Prediction, register
+from ..losses import mask_logits
+from .base import ContinualMethod, Prediction, StepOutput, no_aux_loss, register
 from .heads import TaskIdentityHead
 
 
@@ -33,12 +33,10 @@ class HideTaskIdentity(ContinualMethod):
     def _frozen_features(self, x: torch.Tensor) -> torch.Tensor:
         return cls_features(self.backbone, x)
 
-    def forward(self, x: torch.Tensor, task: int):
+    def forward(self, x: torch.Tensor, task: int) -> StepOutput:
         features = self._frozen_features(x)
-        return self.tii(features), features
-
-    def training_loss(self, logits, features, y, task):
-        return masked_cross_entropy(logits, y, self.own_classes[task] if self.config.data.train_mask else None)
+        logits = self.tii(features)
+        return StepOutput(logits, features, no_aux_loss(logits))
 
     def statistics_features(self, x: torch.Tensor, task: int) -> torch.Tensor:
         return self._frozen_features(x)

@@ -1,0 +1,73 @@
+"""Each reference-quirk switch changes what it claims and nothing else."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from test_method_matrix import SPLIT, backbone, build, task_batch, train  # noqa: F401  (fixture)
+
+from train.metrics import summarize
+from train.peft.lora import LoraPool
+
+
+def test_kv_reshape_official_changes_the_prompted_features_only(backbone):  # noqa: F811
+    method = build("hideprompt", backbone)
+    train(method, 0)
+    train(method, 1)
+    official = build("hideprompt", backbone, kv_reshape_official=True)
+    official.load_state_dict(method.state_dict())
+    x = torch.cat([task_batch(0, 3)[0], task_batch(1, 3)[0]])
+    plain, quirk = method.predict(x, 1), official.predict(x, 1)
+    assert torch.equal(plain.task_ids, quirk.task_ids)  # routing (uninstructed features) is untouched
+    assert not torch.allclose(plain.logits, quirk.logits)  # the prefixes are arranged differently
+    # with one sample the reshape and the permute coincide: the switch touches nothing but the arrangement
+    torch.testing.assert_close(official.predict(x[:1], 1).logits, method.predict(x[:1], 1).logits)
+
+
+def test_batchwise_prompt_routes_the_whole_batch_to_its_majority_task(backbone):  # noqa: F811
+    for key in ("hideprompt", "sprompt"):
+        method = build(key, backbone)
+        train(method, 0)
+        train(method, 1)
+        voting = build(key, backbone, batchwise_prompt=True)
+        voting.load_state_dict(method.state_dict())
+        if hasattr(method, "tii"):
+            voting.tii.load_state_dict(method.tii.state_dict())
+        x = torch.cat([task_batch(0, 5)[0], task_batch(1, 2)[0]])
+        per_sample, voted = method.predict(x, 1), voting.predict(x, 1)
+        majority = torch.bincount(per_sample.task_ids.flatten()).argmax()
+        assert torch.all(voted.task_ids == majority)
+        agree = (per_sample.task_ids.reshape(len(x), -1) == majority).all(dim=1)
+        torch.testing.assert_close(voted.logits[agree], per_sample.logits[agree])  # nothing else changes
+
+
+def test_lora_official_a_init_only_widens_a():
+    torch.manual_seed(0)
+    standard = LoraPool(2, 5, 128, rank=4)
+    torch.manual_seed(0)
+    official = LoraPool(2, 5, 128, rank=4, official_a_init=True)
+    assert standard.a.abs().max() <= 1 / 128**0.5 < official.a.abs().max() <= 1 / 4**0.5
+    assert torch.equal(standard.b, official.b) and not standard.b.any()  # B = 0: no initial change either way
+    assert standard.scaling == official.scaling
+
+
+def test_forgetting_convention_changes_final_forgetting_only():
+    A = np.array([[80.0, 85.0, 70.0], [0, 90.0, 95.0], [0, 0, 60.0]])
+    identity = np.full_like(A, 50.0)
+    textbook, reference = summarize(A, identity, "textbook"), summarize(A, identity, "reference")
+    assert textbook["final_forgetting"] == (15.0 + -5.0) / 2
+    assert reference["final_forgetting"] == (15.0 + 0.0) / 2
+    assert {k: v for k, v in textbook.items() if k != "final_forgetting"} == {
+        k: v for k, v in reference.items() if k != "final_forgetting"}
+
+
+def test_scheduler_lag_official_shifts_the_schedule_by_one_epoch():
+    from train.config import OptimConfig
+    from train.schedule import lr_at_epoch
+
+    step = OptimConfig(sched="step", decay_epochs=2, epochs=6)
+    lagged = dataclasses.replace(step, scheduler_lag_official=True)
+    assert [lr_at_epoch(step, 1.0, e) for e in range(5)] == [1.0, 1.0, 0.1, 0.1, 0.010000000000000002]
+    assert [lr_at_epoch(lagged, 1.0, e) for e in range(5)] == [1.0, 1.0, 1.0, 0.1, 0.1]

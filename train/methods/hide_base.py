@@ -1,0 +1,88 @@
+"""What HiDe-Prompt and HiDe-LoRA share: task slots of a parameter-efficient module, contrastive
+regularisation against old classes' centroids, instructed statistics with classifier alignment, and
+two-step inference routed by the stage-1 task-identity network."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..backbones.vit import cls_features
+from ..config import RunConfig
+from ..data.splits import TaskSplit
+from ..losses import contrastive_regularization
+from ..stats import ClassStatistics
+from .base import ContinualMethod, Prediction, StepOutput, no_aux_loss
+from .heads import TaskIdentityHead, trunc_normal_linear
+from .hide_tii import route_to_tasks
+
+
+def majority_task(tasks: torch.Tensor) -> torch.Tensor:
+    """Every sample gets the batch's most frequent task (the reference's `batchwise_prompt`)."""
+    return torch.full_like(tasks, int(torch.bincount(tasks).argmax()))
+
+
+class HideMethod(ContinualMethod):
+    uses_statistics = True
+    needs_task_identity = True
+    ca_samples_per_batch = 5  # with the raw ca_lr (ca_lr_scaled_default False), as the reference's stage 2
+
+    def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
+        super().__init__(config, backbone, split)
+        self.head = trunc_normal_linear(backbone.num_features, split.num_classes)
+        self.tii = TaskIdentityHead(backbone.num_features, config.alignment.mlp_structure, split.num_classes)
+        self.tii.requires_grad_(False)
+        self.register_buffer("old_centroids", torch.empty(0), persistent=False)
+
+    # -- what a concrete method provides -----------------------------------------------------------
+    def slot_features(self, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Instructed features with each sample's slot."""
+        raise NotImplementedError
+
+    def training_features(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        return self.slot_features(x, self._slots(x, task))
+
+    def copy_slot(self, source: int, target: int) -> None:
+        raise NotImplementedError
+
+    # -- the shared task loop --------------------------------------------------------------------------
+    def begin_task(self, task: int, statistics: ClassStatistics, task_identity: dict | None = None) -> None:
+        if task > 0:
+            self.copy_slot(task - 1, task)
+        old_classes = self.split.seen_classes(task - 1) if task > 0 else []
+        self.old_centroids = statistics.centroids(old_classes).to(self.head.weight.device)
+        if task_identity is not None:
+            self.tii.load_state_dict(task_identity, strict=False)
+
+    def forward(self, x: torch.Tensor, task: int) -> StepOutput:
+        features = self.training_features(x, task)
+        logits = self.head(features)
+        reg = self.config.prompt.reg
+        aux = reg * contrastive_regularization(features.float(), self.old_centroids) if reg else no_aux_loss(logits)
+        return StepOutput(logits, features, aux)
+
+    @torch.no_grad()
+    def statistics_features(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        return self.slot_features(x, self._slots(x, task))
+
+    def alignment_parameters(self) -> list[nn.Parameter]:
+        return list(self.head.parameters())
+
+    def alignment_logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, seen_task: int) -> Prediction:
+        _, tasks = route_to_tasks(self.tii, cls_features(self.backbone, x), self.seen_classes[seen_task],
+                                  self.class_to_task)
+        if self.config.prompt.batchwise_prompt:
+            tasks = majority_task(tasks)
+        return Prediction(self.head(self.slot_features(x, tasks)), tasks)
+
+    def learned_state(self) -> dict[str, torch.Tensor]:
+        """Adapters and head; the task-identity network belongs to the stage-1 run."""
+        return {k: v for k, v in super().learned_state().items() if not k.startswith("tii.")}
+
+    @staticmethod
+    def _slots(x: torch.Tensor, task: int) -> torch.Tensor:
+        return torch.full((x.shape[0],), task, dtype=torch.long, device=x.device)
