@@ -19,9 +19,8 @@ class DualPrompt(SPrompt):
 
     def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
         super().__init__(config, backbone, split)
-        attn, p = backbone.blocks[0].attn, config.prompt
-        self.g_prompt = PrefixPromptPool(len(p.g_prompt_layers), 1, p.g_prompt_length, attn.num_heads,
-                                         attn.head_dim)
+        p = config.prompt
+        self.g_prompt = PrefixPromptPool.for_vit(backbone, len(p.g_prompt_layers), 1, p.g_prompt_length)
 
     def prompted(self, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         shared = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)

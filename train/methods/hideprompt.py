@@ -19,8 +19,8 @@ class HidePrompt(HideMethod):
 
     def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
         super().__init__(config, backbone, split)
-        attn, p = backbone.blocks[0].attn, config.prompt
-        self.prompts = PrefixPromptPool(len(p.layers), p.size, p.length, attn.num_heads, attn.head_dim)
+        p = config.prompt
+        self.prompts = PrefixPromptPool.for_vit(backbone, len(p.layers), p.size, p.length)
 
     def param_groups(self, lr: float) -> list[dict]:
         prompts = [self.prompts.prompt]

@@ -19,8 +19,8 @@ class SPrompt(KeyQueryMethod):
 
     def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
         super().__init__(config, backbone, split)
-        attn, p = backbone.blocks[0].attn, config.prompt
-        self.e_prompts = PrefixPromptPool(len(p.layers), p.size, p.length, attn.num_heads, attn.head_dim)
+        p = config.prompt
+        self.e_prompts = PrefixPromptPool.for_vit(backbone, len(p.layers), p.size, p.length)
 
     def e_prefixes(self, slots: torch.Tensor) -> torch.Tensor:
         """`(L, 2, B, H, length, hd)` of the first selected slot (top-k is 1 for prefix e-prompts)."""

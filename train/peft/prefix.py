@@ -20,6 +20,12 @@ class PrefixPromptPool(nn.Module):
         shape = (num_layers, 2, pool_size, length, num_heads, head_dim)
         self.prompt = nn.Parameter(torch.empty(shape).uniform_(-1.0, 1.0))
 
+    @classmethod
+    def for_vit(cls, vit: VisionTransformer, num_layers: int, pool_size: int, length: int) -> PrefixPromptPool:
+        """A pool shaped for `vit`'s attention heads."""
+        attn = vit.blocks[0].attn
+        return cls(num_layers, pool_size, length, attn.num_heads, attn.head_dim)
+
     def select(self, slots: torch.Tensor) -> torch.Tensor:
         """Per-sample prompts by tensor indexing: `(L, 2, B, length, H, hd)`."""
         return self.prompt[:, :, slots]
