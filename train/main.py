@@ -18,11 +18,10 @@ if __package__ in (None, ""):  # run as a script: import the `train` package, no
 from train.cli import parse_or_exit  # noqa: E402
 from train.config import RunConfig  # noqa: E402
 from train.errors import UserError  # noqa: E402
+from train.presets import tii_stage  # noqa: E402
 
 
 def stage1_config(config: RunConfig) -> RunConfig:
-    from train.presets import tii_stage
-
     return replace(tii_stage(config), output_dir=str(Path(config.output_dir) / "tii"))
 
 
