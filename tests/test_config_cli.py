@@ -271,7 +271,7 @@ def test_parse_bool_rejects_other_words():
 
 def test_dataclass_validation():
     with pytest.raises(ConfigError, match="original_model"):
-        BackboneConfig(model="a", original_model="b")
+        RunConfig(backbone=BackboneConfig(model="a", original_model="b")).validate()
     with pytest.raises(ConfigError, match="lr"):
         OptimConfig(lr=0)
     with pytest.raises(ConfigError, match="prompt_momentum"):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from train.backbones.registry import backbone_spec
+from train.config import DataConfig
 from train.data.digits import digits_arrays, load_split_digits
 from train.data.glyphs import GLYPHS, render_glyph_dataset
 from train.data.registry import DATASETS, load_dataset
@@ -55,7 +56,7 @@ def test_split_digits_tensors_match_the_arrays():
 
 
 def test_registry_loads_split_digits():
-    data = load_dataset("Split-Digits", "/nonexistent", SPEC)
+    data = load_dataset(DataConfig(dataset="Split-Digits", data_path="/nonexistent"), SPEC)
     assert data.num_classes == 10 == DATASETS["Split-Digits"].num_classes
     assert torch.equal(data.train_targets, data.train.tensors[1])
     assert torch.equal(data.test_targets, data.test.tensors[1])
@@ -88,7 +89,7 @@ def test_glyph_dataset_values_and_labels():
 
 def test_reference_dataset_without_data_names_path_and_layout():
     with pytest.raises(UserError) as error:
-        load_dataset("Split-CIFAR100", "/nonexistent", SPEC)
+        load_dataset(DataConfig(dataset="Split-CIFAR100", data_path="/nonexistent"), SPEC)
     message = str(error.value)
     assert "/nonexistent" in message
     assert "does not exist" in message
@@ -97,11 +98,11 @@ def test_reference_dataset_without_data_names_path_and_layout():
 
 def test_reference_dataset_with_existing_path_still_names_the_layout(tmp_path):
     with pytest.raises(UserError) as error:
-        load_dataset("Split-Imagenet-R", str(tmp_path), SPEC)
+        load_dataset(DataConfig(dataset="Split-Imagenet-R", data_path=str(tmp_path)), SPEC)
     assert str(tmp_path) in str(error.value)
     assert "imagenet-r" in str(error.value)
 
 
 def test_unknown_dataset_raises_user_error_naming_it():
     with pytest.raises(UserError, match="Split-Nothing"):
-        load_dataset("Split-Nothing", "/nonexistent", SPEC)
+        load_dataset(DataConfig(dataset="Split-Nothing", data_path="/nonexistent"), SPEC)

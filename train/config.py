@@ -23,6 +23,8 @@ class DataConfig:
     num_workers: int = 0
     train_mask: bool = True  # mask other tasks' logits in training losses
     task_inc: bool = False  # task-incremental evaluation (mask logits to the evaluated task)
+    reference_normalization: bool = False  # the reference's: none (CIFAR: CIFAR-100 stats), not the backbone's
+    five_datasets_transform_leak: bool = False  # the reference's CIFAR transform for notMNIST and Fashion-MNIST
 
     def __post_init__(self) -> None:
         _check(self.num_tasks >= 1, "num_tasks must be at least 1")
@@ -34,10 +36,6 @@ class BackboneConfig:
     model: str = "vit_glyph_patch8_32"  # instructed model (prompts/LoRA)
     original_model: str = "vit_glyph_patch8_32"  # uninstructed model (task-identity inference)
     checkpoint: str = ""  # local pretrained weights; empty = the backbone's default location
-
-    def __post_init__(self) -> None:
-        _check(self.model == self.original_model,
-               "--model and --original_model must name the same pretrained backbone (they share it)")
 
 
 @dataclass(frozen=True)
@@ -142,6 +140,8 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Checks across sections, once all overrides are applied (each may be given in any order)."""
+        _check(self.backbone.model == self.backbone.original_model,
+               "--model and --original_model must name the same pretrained backbone (they share it)")
         _check(self.prompt.size >= self.data.num_tasks,
                f"prompt pool size {self.prompt.size} is smaller than num_tasks {self.data.num_tasks} (--size)")
         return self

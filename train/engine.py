@@ -193,7 +193,7 @@ def run(config: RunConfig, ctx: DistContext) -> dict:
     """Train all tasks of `config` (resuming after the last completed one when asked); return the results."""
     log = RunLog(config.output_dir, ctx.is_main)
     seed_everything(config.seed)
-    data = load_dataset(config.data.dataset, config.data.data_path, backbone_spec(config.backbone.model))
+    data = load_dataset(config.data, backbone_spec(config.backbone.model))
     split = split_classes(data.num_classes, config.data.num_tasks, config.data.shuffle, config.seed)
     backbone = load_backbone(config.backbone, ctx)
     method = build_method(method_key(config), config, backbone.vit, split).to(ctx.device)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from .backbones.converters import check_fits, convert_checkpoint
 from .backbones.registry import EMBEDDED_BACKBONE, backbone_spec
 from .backbones.spec import BackboneSpec
 from .backbones.vit import create_vit, freeze, weights_hash
@@ -45,7 +46,7 @@ def load_state_file(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(vit: VisionTransformer, spec: BackboneSpec, checkpoint: Path) -> None:
-    """Load pretrained weights from a local file (.npz in Google's format, .pth, .safetensors)."""
+    """Load pretrained weights from a local file (.npz in Google's format, .pth/.pth.tar, .safetensors)."""
     if not checkpoint.is_file():
         raise UserError(
             f"pretrained weights for backbone '{spec.name}' not found at '{checkpoint}'. "
@@ -54,9 +55,15 @@ def load_weights(vit: VisionTransformer, spec: BackboneSpec, checkpoint: Path) -
     if checkpoint.suffix == ".npz":
         vit.load_pretrained(str(checkpoint))
         return
-    missing, _ = vit.load_state_dict(load_state_file(checkpoint), strict=False)
-    if [k for k in missing if not k.startswith("head.")]:
-        raise UserError(f"'{checkpoint}' does not fit backbone '{spec.name}' (missing {missing[:3]}...).")
+    try:  # iBOT teacher / state_dict / MoCo v3 / DINO / DeiT layouts alike
+        state = convert_checkpoint(load_state_file(checkpoint))
+    except ValueError as error:
+        raise UserError(f"'{checkpoint}': {error}") from None
+    problems = check_fits(vit, state)
+    if problems:
+        raise UserError(f"'{checkpoint}' does not fit backbone '{spec.name}': {'; '.join(problems[:5])}"
+                        + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""))
+    vit.load_state_dict(state, strict=False)  # only head.* / fc_norm.* are left out (check_fits)
 
 
 def load_backbone(config: BackboneConfig, ctx: DistContext) -> LoadedBackbone:

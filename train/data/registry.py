@@ -10,8 +10,10 @@ import torch
 from torch.utils.data import Dataset
 
 from ..backbones.spec import BackboneSpec
+from ..config import DataConfig
 from ..errors import UserError
 from .digits import load_split_digits
+from .reference import DataLayoutError, build_split, cifar100, cub200, five_datasets, imagenet_r
 
 
 @dataclass(frozen=True)
@@ -29,20 +31,44 @@ class DatasetEntry:
     num_classes: int
     default_tasks: int
     layout: str  # what the user must put under --data-path
-    load: Callable[[str, BackboneSpec], ContinualData] | None = None
+    source: str  # where to get it
+    load: Callable[[Path, BackboneSpec, DataConfig], ContinualData]
 
 
-def _digits(_: str, spec: BackboneSpec) -> ContinualData:
+def _digits(_: Path, spec: BackboneSpec, __: DataConfig) -> ContinualData:
     train, test = load_split_digits(spec)
     return ContinualData(train, train, test, train.tensors[1], test.tensors[1], 10)  # no augmentation
 
 
+def _single(reader, num_classes: int, cifar_style: bool = False):
+    def load(root: Path, spec: BackboneSpec, data: DataConfig) -> ContinualData:
+        return ContinualData(*build_split(reader(root), spec, cifar_style, data.reference_normalization),
+                             num_classes)
+
+    return load
+
+
+def _five(root: Path, spec: BackboneSpec, data: DataConfig) -> ContinualData:
+    return ContinualData(*five_datasets(root, spec, data.reference_normalization, data.five_datasets_transform_leak),
+                         50)
+
+
 DATASETS: dict[str, DatasetEntry] = {
-    "Split-Digits": DatasetEntry(10, 5, "nothing: scikit-learn ships the digits", _digits),
-    "Split-CIFAR100": DatasetEntry(100, 10, "<data-path>/cifar-100-python/{train,test,meta} (torchvision format)"),
-    "Split-Imagenet-R": DatasetEntry(200, 10, "<data-path>/imagenet-r/<wnid>/*.jpg"),
-    "5-datasets": DatasetEntry(50, 5, "SVHN, MNIST, CIFAR-10, notMNIST, Fashion-MNIST under <data-path>"),
-    "Split-CUB200": DatasetEntry(200, 10, "<data-path>/CUB_200_2011/{images,train_test_split.txt,...}"),
+    "Split-Digits": DatasetEntry(10, 5, "nothing: scikit-learn ships the digits", "scikit-learn", _digits),
+    "Split-CIFAR100": DatasetEntry(
+        100, 10, "<data-path>/cifar-100-python/{train,test} (the python version)",
+        "https://www.cs.toronto.edu/~kriz/cifar.html (or torchvision CIFAR100(download=True))",
+        _single(cifar100, 100, cifar_style=True)),
+    "Split-Imagenet-R": DatasetEntry(
+        200, 10, "<data-path>/imagenet-r/<wnid>/*.jpg (200 class folders, as extracted from imagenet-r.tar)",
+        "https://github.com/hendrycks/imagenet-r", _single(imagenet_r, 200)),
+    "5-datasets": DatasetEntry(
+        50, 5, "<data-path>/{train_32x32.mat,test_32x32.mat} (SVHN), MNIST/raw/*-ubyte, cifar-10-batches-py/, "
+        "notMNIST/{Train,Test}/<A..J>/*.png, FashionMNIST/raw/*-ubyte",
+        "torchvision's SVHN, MNIST, CIFAR10, FashionMNIST (download=True) and notMNIST_small", _five),
+    "Split-CUB200": DatasetEntry(
+        200, 10, "<data-path>/CUB_200_2011/{images/,images.txt,image_class_labels.txt,train_test_split.txt}",
+        "https://www.vision.caltech.edu/datasets/cub_200_2011/", _single(cub200, 200)),
 }
 
 
@@ -52,19 +78,28 @@ def dataset_entry(name: str) -> DatasetEntry:
     return DATASETS[name]
 
 
-def check_loadable(name: str, data_path: str) -> DatasetEntry:
-    """The registry entry of `name`, or one message naming the expected layout."""
+def layout_error(name: str, data_path: str, missing: str = "") -> UserError:
     entry = dataset_entry(name)
-    if entry.load is None:
-        where = Path(data_path)
-        state = "does not exist" if not where.exists() else "has no loader in this version yet"
-        raise UserError(
-            f"dataset '{name}' cannot be loaded: data path '{where}' {state}. Expected layout: {entry.layout}. "
-            "Loaders for the reference datasets arrive with the real-datasets work (issue #4); "
-            "the embedded benchmark 'Split-Digits' (preset digits_hideprompt) runs offline."
-        )
+    where = Path(data_path)
+    state = f"is missing {missing}" if missing and where.exists() else "does not exist"
+    if not missing and where.exists():
+        state = "does not hold it"
+    return UserError(f"dataset '{name}' cannot be loaded: data path '{where}' {state}. Expected layout: "
+                     f"{entry.layout}. Get it from {entry.source}.")
+
+
+def check_loadable(name: str, data_path: str) -> DatasetEntry:
+    """The registry entry of `name`; fails early when the data path does not exist."""
+    entry = dataset_entry(name)
+    if entry.load is not _digits and not Path(data_path).is_dir():
+        raise layout_error(name, data_path)
     return entry
 
 
-def load_dataset(name: str, data_path: str, spec: BackboneSpec) -> ContinualData:
-    return check_loadable(name, data_path).load(data_path, spec)
+def load_dataset(data: DataConfig, spec: BackboneSpec) -> ContinualData:
+    """The train and test sets of `data.dataset`, or one message naming the expected layout."""
+    entry = check_loadable(data.dataset, data.data_path)
+    try:
+        return entry.load(Path(data.data_path), spec, data)
+    except DataLayoutError as missing:
+        raise layout_error(data.dataset, data.data_path, str(missing)) from None

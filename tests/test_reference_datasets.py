@@ -1,0 +1,116 @@
+"""The reference datasets' real parsing code on tiny fixtures in their genuine on-disk formats."""
+
+from __future__ import annotations
+
+import json
+
+import fixtures
+import numpy as np
+import pytest
+import torch
+from conftest import results, run_main
+
+from train.backbones.registry import backbone_spec
+from train.config import DataConfig
+from train.data import reference
+from train.data.registry import load_dataset
+from train.errors import UserError
+
+SPEC = backbone_spec("vit_glyph_patch8_32")
+
+
+def test_cifar100_reads_the_pickles_pixel_exact(tmp_path):
+    written = fixtures.write_cifar100(tmp_path)
+    train, test = reference.cifar100(tmp_path)
+    np.testing.assert_array_equal(train.images, written)
+    assert train.labels.tolist()[:4] == [0, 0, 1, 1] and len(test.labels) == 100
+    data = load_dataset(DataConfig(dataset="Split-CIFAR100", data_path=str(tmp_path)), SPEC)
+    x, y = data.test[5]
+    assert x.shape == (3, 32, 32) and int(y) == 5 and data.num_classes == 100
+
+
+def test_mnist_idx_plain_and_gzipped(tmp_path):
+    fixtures.write_mnist_like(tmp_path, "MNIST")
+    fixtures.write_mnist_like(tmp_path, "FashionMNIST", gz=True)
+    for name in ("MNIST", "FashionMNIST"):
+        train, test = reference.mnist_like(tmp_path, name)
+        assert train.images.shape == (20, 28, 28) and test.labels.tolist() == list(range(10))
+
+
+def test_svhn_mat_maps_label_10_to_digit_0(tmp_path):
+    fixtures.write_svhn(tmp_path)
+    train, _ = reference.svhn(tmp_path)
+    assert train.images.shape == (20, 32, 32, 3)
+    assert train.labels.tolist()[:10] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
+
+
+def test_five_datasets_offsets_labels_in_the_reference_order(tmp_path):
+    fixtures.write_svhn(tmp_path)
+    fixtures.write_mnist_like(tmp_path, "MNIST")
+    fixtures.write_cifar10(tmp_path)
+    fixtures.write_not_mnist(tmp_path)
+    fixtures.write_mnist_like(tmp_path, "FashionMNIST")
+    data = load_dataset(DataConfig(dataset="5-datasets", data_path=str(tmp_path)), SPEC)
+    assert data.num_classes == 50
+    for task in range(5):  # every member's labels land in its own block of ten: statistics per class work
+        members = data.train_targets[(data.train_targets >= 10 * task) & (data.train_targets < 10 * task + 10)]
+        assert sorted(members.unique().tolist()) == list(range(10 * task, 10 * task + 10))
+    x, y = data.train_eval[len(data.train_eval) - 1]
+    assert x.shape == (3, 32, 32) and int(y) == 49
+
+
+def test_five_datasets_transform_leak_switch(tmp_path):
+    """The reference's leak gives notMNIST and Fashion-MNIST the CIFAR transform; off by default."""
+    for writer in (fixtures.write_svhn, fixtures.write_cifar10, fixtures.write_not_mnist):
+        writer(tmp_path)
+    fixtures.write_mnist_like(tmp_path, "MNIST")
+    fixtures.write_mnist_like(tmp_path, "FashionMNIST")
+    plain = reference.five_datasets(tmp_path, SPEC, reference_norm=True, transform_leak=False)
+    leaky = reference.five_datasets(tmp_path, SPEC, reference_norm=True, transform_leak=True)
+    fashion = -1  # last sample: Fashion-MNIST, test transform
+    assert not torch.allclose(plain[2][fashion][0], leaky[2][fashion][0])  # CIFAR-100 normalisation leaked in
+    assert torch.equal(plain[2][0][0], leaky[2][0][0])  # SVHN (before CIFAR-10) unaffected
+
+
+def test_imagenet_r_split_is_fixed_80_20_and_leaves_the_folder_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("HIDECL_CACHE", str(tmp_path / "cache"))
+    fixtures.write_imagenet_r(tmp_path)
+    before = sorted(str(p) for p in (tmp_path / "imagenet-r").rglob("*"))
+    train, test = reference.imagenet_r(tmp_path)
+    again, _ = reference.imagenet_r(tmp_path)
+    assert len(train.images) == 24 and len(test.images) == 6 and train.images == again.images
+    assert not set(train.images) & set(test.images)
+    assert sorted(str(p) for p in (tmp_path / "imagenet-r").rglob("*")) == before
+    record = json.loads((tmp_path / "cache" / "splits" / "imagenet-r-seed0.json").read_text())
+    assert sum(map(len, record["train"].values())) == 24 and record["train_fraction"] == 0.8
+
+
+def test_cub_uses_the_official_train_test_split(tmp_path):
+    fixtures.write_cub(tmp_path)
+    train, test = reference.cub200(tmp_path)
+    assert len(train.images) == len(test.images) == 6
+    assert all("img1" in p.name or "img3" in p.name for p in train.images)  # flag 1 = train
+    assert sorted(set(train.labels.tolist())) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name", ["Split-CIFAR100", "Split-Imagenet-R", "5-datasets", "Split-CUB200"])
+def test_an_empty_folder_names_the_missing_file_and_the_layout(tmp_path, name):
+    with pytest.raises(UserError) as error:
+        load_dataset(DataConfig(dataset=name, data_path=str(tmp_path)), SPEC)
+    message = str(error.value)
+    assert str(tmp_path) in message and "Expected layout" in message and "Get it from" in message
+
+
+def test_cifar100_preset_smoke_run_on_a_fixture(tmp_path, random_backbone):
+    """The reference preset, launched as users do, on a CIFAR-format fixture with the tiny backbone."""
+    fixtures.write_cifar100(tmp_path / "data")
+    args = ["cifar100_hideprompt_5e", "--data-path", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out"),
+            "--model", "vit_glyph_patch8_32", "--original_model", "vit_glyph_patch8_32", "--num_tasks", "2",
+            "--size", "2", "--epochs", "1", "--num_workers", "0", f"backbone.checkpoint={random_backbone}",
+            "tii_optim.epochs=1", "alignment.crct_epochs=1", "alignment.n_centroids=2"]
+    done = run_main(args, ranks=1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = results(tmp_path / "out")
+    assert np.array(r["accuracy_matrix"]).shape == (2, 2) and r["config"]["data"]["dataset"] == "Split-CIFAR100"
+    empty = run_main(["cifar100_hideprompt_5e", "--data-path", str(tmp_path / "out")])
+    assert empty.returncode == 2 and "cifar-100-python" in empty.stderr

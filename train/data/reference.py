@@ -1,0 +1,182 @@
+"""Loaders for the reference datasets, from the folders users download them into.
+
+Each returns train/test image datasets with the reference's transforms at the backbone's input size
+(`image_transform`), their labels, and the class count. A missing file raises `DataLayoutError`, which
+the registry turns into one message naming the expected layout.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset
+
+from ..backbones.spec import BackboneSpec
+from ..paths import cache_root
+from .formats import read_cifar_batches, read_idx, read_svhn_mat
+from .images import ArrayImages, FileImages, class_folders
+from .transforms import image_transform
+
+IMAGENET_R_TRAIN_FRACTION, IMAGENET_R_SPLIT_SEED = 0.8, 0
+
+
+class DataLayoutError(FileNotFoundError):
+    """A file or folder the loader needs is missing."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One split of a dataset: images in memory or on disk, and their labels."""
+
+    images: np.ndarray | list[Path]
+    labels: np.ndarray
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        raise DataLayoutError(str(path))
+    return path
+
+
+def _first_existing(*candidates: Path) -> Path:
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    raise DataLayoutError(str(candidates[0]))
+
+
+# -- the formats, one function per member dataset -------------------------------------------------
+def cifar100(root: Path) -> tuple[Part, Part]:
+    folder = _need(root / "cifar-100-python")
+    return tuple(Part(*read_cifar_batches([_need(folder / s)], "fine_labels")) for s in ("train", "test"))
+
+
+def cifar10(root: Path) -> tuple[Part, Part]:
+    folder = _need(root / "cifar-10-batches-py")
+    train = [_need(folder / f"data_batch_{i}") for i in range(1, 6)]
+    return Part(*read_cifar_batches(train, "labels")), Part(*read_cifar_batches([_need(folder / "test_batch")],
+                                                                                 "labels"))
+
+
+def _idx_pair(folder: Path, prefix: str) -> Part:
+    def file(kind: str) -> Path:
+        name = f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
+        return _first_existing(folder / name, folder / f"{name}.gz")
+
+    return Part(read_idx(file("images")), read_idx(file("labels")).astype(np.int64))
+
+
+def mnist_like(root: Path, name: str) -> tuple[Part, Part]:
+    """MNIST or FashionMNIST in torchvision's layout `<root>/<name>/raw/*-idx?-ubyte[.gz]`."""
+    folder = _need(root / name / "raw")
+    return _idx_pair(folder, "train"), _idx_pair(folder, "t10k")
+
+
+def svhn(root: Path) -> tuple[Part, Part]:
+    """`train_32x32.mat`/`test_32x32.mat` directly under the data path (torchvision) or in `SVHN/`."""
+    return tuple(Part(*read_svhn_mat(_first_existing(root / f"{s}_32x32.mat", root / "SVHN" / f"{s}_32x32.mat")))
+                 for s in ("train", "test"))
+
+
+def _folder_part(classes: list[tuple[str, list[Path]]]) -> Part:
+    paths = [p for _, files in classes for p in files]
+    labels = np.asarray([c for c, (_, files) in enumerate(classes) for _ in files], dtype=np.int64)
+    return Part(paths, labels)
+
+
+def not_mnist(root: Path) -> tuple[Part, Part]:
+    """`<root>/notMNIST/{Train,Test}/<A..J>/*.png` (the reference's extracted notMNIST.zip)."""
+    folder = _need(root / "notMNIST")
+    return tuple(_folder_part(class_folders(_need(folder / s))) for s in ("Train", "Test"))
+
+
+def imagenet_r(root: Path) -> tuple[Part, Part]:
+    """`<root>/imagenet-r/<wnid>/*`: a fixed 80/20 split per class (seed 0), never moving the user's files.
+
+    A folder already split by the reference (`imagenet-r/train`, `imagenet-r/test`) is used as it is.
+    """
+    folder = _need(root / "imagenet-r")
+    if (folder / "train").is_dir() and (folder / "test").is_dir():
+        return _folder_part(class_folders(folder / "train")), _folder_part(class_folders(folder / "test"))
+    classes = class_folders(folder)
+    if not classes:
+        raise DataLayoutError(str(folder / "<wnid>"))
+    rng = random.Random(IMAGENET_R_SPLIT_SEED)
+    train, test = [], []
+    for name, files in classes:
+        shuffled = files[:]
+        rng.shuffle(shuffled)
+        cut = int(round(IMAGENET_R_TRAIN_FRACTION * len(shuffled)))
+        train.append((name, sorted(shuffled[:cut])))
+        test.append((name, sorted(shuffled[cut:])))
+    _record_split(folder, train, test)
+    return _folder_part(train), _folder_part(test)
+
+
+def _record_split(folder: Path, train, test) -> None:
+    """Keep the file lists of the split beside the other caches, for inspection and reuse elsewhere."""
+    names = {split: {n: [f.name for f in fs] for n, fs in part} for split, part in (("train", train), ("test", test))}
+    record = {"root": str(folder), "seed": IMAGENET_R_SPLIT_SEED, "train_fraction": IMAGENET_R_TRAIN_FRACTION, **names}
+    target = cache_root() / "splits" / "imagenet-r-seed0.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(record))
+
+
+def cub200(root: Path) -> tuple[Part, Part]:
+    """CUB-200-2011 with its official `train_test_split.txt`."""
+    folder = _need(root / "CUB_200_2011")
+    images = dict(line.split() for line in _need(folder / "images.txt").read_text().splitlines() if line.strip())
+    labels = dict(line.split() for line in _need(folder / "image_class_labels.txt").read_text().splitlines()
+                  if line.strip())
+    split = dict(line.split() for line in _need(folder / "train_test_split.txt").read_text().splitlines()
+                 if line.strip())
+    parts = []
+    for flag in ("1", "0"):
+        ids = sorted((i for i in images if split[i] == flag), key=int)
+        parts.append(Part([folder / "images" / images[i] for i in ids],
+                          np.asarray([int(labels[i]) - 1 for i in ids], dtype=np.int64)))
+    for path in parts[0].images[:1] + parts[1].images[:1]:
+        _need(path)
+    return tuple(parts)
+
+
+# -- datasets the registry exposes -----------------------------------------------------------------------
+def _dataset(part: Part, transform):
+    if isinstance(part.images, np.ndarray):
+        return ArrayImages(part.images, part.labels, transform)
+    return FileImages(part.images, part.labels.tolist(), transform)
+
+
+def build_split(parts: tuple[Part, Part], spec: BackboneSpec, cifar_style: bool, reference_norm: bool,
+                offset: int = 0):
+    """(train, train with test transform, test) datasets and their labels, labels shifted by `offset`."""
+    train_tf = image_transform(spec, train=True, cifar_style=cifar_style, reference_normalization=reference_norm)
+    test_tf = image_transform(spec, train=False, cifar_style=cifar_style, reference_normalization=reference_norm)
+    train, test = (Part(p.images, p.labels + offset) for p in parts)
+    return (_dataset(train, train_tf), _dataset(train, test_tf), _dataset(test, test_tf),
+            torch.as_tensor(train.labels), torch.as_tensor(test.labels))
+
+
+FIVE_DATASETS = ("svhn", "mnist", "cifar10", "not_mnist", "fashion_mnist")  # the reference order
+
+
+def five_datasets(root: Path, spec: BackboneSpec, reference_norm: bool, transform_leak: bool):
+    """SVHN, MNIST, CIFAR-10, notMNIST, Fashion-MNIST as tasks 0..4, labels offset by 10 per dataset.
+
+    Each member gets its own transform; `transform_leak` reproduces the reference, where the CIFAR
+    transform, once built for CIFAR-10, is also used by notMNIST and Fashion-MNIST.
+    """
+    readers = {"svhn": svhn, "mnist": lambda r: mnist_like(r, "MNIST"), "cifar10": cifar10,
+               "not_mnist": not_mnist, "fashion_mnist": lambda r: mnist_like(r, "FashionMNIST")}
+    members = []
+    for index, name in enumerate(FIVE_DATASETS):
+        cifar_style = name == "cifar10" or (transform_leak and index > FIVE_DATASETS.index("cifar10"))
+        members.append(build_split(readers[name](root), spec, cifar_style, reference_norm, offset=10 * index))
+    train, train_eval, test, train_y, test_y = zip(*members, strict=True)
+    return (ConcatDataset(train), ConcatDataset(train_eval), ConcatDataset(test), torch.cat(train_y),
+            torch.cat(test_y))
