@@ -92,3 +92,8 @@ def write_cub(root: Path, classes: int = 3, per_class: int = 4) -> None:
     (folder / "images.txt").write_text("".join(f"{k + 1} {p}\n" for k, (_, p, _) in enumerate(rows)))
     (folder / "image_class_labels.txt").write_text("".join(f"{k + 1} {c + 1}\n" for k, (c, _, _) in enumerate(rows)))
     (folder / "train_test_split.txt").write_text("".join(f"{k + 1} {t}\n" for k, (_, _, t) in enumerate(rows)))
+
+
+def write_cars(root: Path, classes: int = 3, per_class: int = 2) -> None:
+    for split in ("train", "test"):
+        _png_tree(root / "stanford_cars" / split, [f"Car Model {c}" for c in range(classes)], per_class, ".jpg")

@@ -114,3 +114,20 @@ def test_cifar100_preset_smoke_run_on_a_fixture(tmp_path, random_backbone):
     assert np.array(r["accuracy_matrix"]).shape == (2, 2) and r["config"]["data"]["dataset"] == "Split-CIFAR100"
     empty = run_main(["cifar100_hideprompt_5e", "--data-path", str(tmp_path / "out")])
     assert empty.returncode == 2 and "cifar-100-python" in empty.stderr
+
+
+def test_cars196_class_folders(tmp_path):
+    fixtures.write_cars(tmp_path)
+    train, test = reference.cars196(tmp_path)
+    assert train.labels.tolist() == [0, 0, 1, 1, 2, 2] and len(test.images) == 6
+
+
+def test_missing_backbone_checkpoint_names_file_source_and_layout(tmp_path):
+    from train.backbones.vit import create_vit
+    from train.weights import load_weights
+
+    spec = backbone_spec("vit_base_patch16_224_dino")
+    with pytest.raises(UserError) as error:
+        load_weights(create_vit(SPEC), spec, tmp_path / "dino_vitbase16_pretrain.pth")
+    message = str(error.value)
+    assert "dino_vitbase16_pretrain.pth" in message and "DINO's" in message and "--backbone_checkpoint" in message

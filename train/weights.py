@@ -17,13 +17,17 @@ from .distributed import DistContext
 from .errors import UserError
 from .pretrain import PretrainConfig, ensure_pretrained
 
-# The reference's checkpoint locations, relative to the working directory.
+# The reference's checkpoint locations (relative to the working directory) and where to get each file.
 DEFAULT_CHECKPOINTS = {
-    "vit_base_patch16_224": "checkpoints/ViT-B_16.npz",
-    "vit_base_patch16_224_21k_ibot": "checkpoints/checkpoint.pth",
-    "vit_base_patch16_224_ibot": "checkpoints/ibot_vitbase16_pretrain.pth",
-    "vit_base_patch16_224_dino": "checkpoints/dino_vitbase16_pretrain.pth",
-    "vit_base_patch16_224_mocov3": "checkpoints/mocov3-vit-base-300ep.pth",
+    "vit_base_patch16_224": ("checkpoints/ViT-B_16.npz",
+                             "Google's imagenet21k/ViT-B_16.npz (vision_transformer release); the LoRA scripts use "
+                             "the augreg B_16-i21k-300ep-...-res_224.npz instead"),
+    "vit_base_patch16_224_21k_ibot": ("checkpoints/checkpoint.pth", "iBOT's vitb_16_pt22k/checkpoint.pth"),
+    "vit_base_patch16_224_ibot": ("checkpoints/ibot_vitbase16_pretrain.pth",
+                                  "iBOT's vitb_16/checkpoint_teacher.pth, renamed"),
+    "vit_base_patch16_224_dino": ("checkpoints/dino_vitbase16_pretrain.pth", "DINO's dino_vitbase16_pretrain.pth"),
+    "vit_base_patch16_224_mocov3": ("checkpoints/mocov3-vit-base-300ep.pth",
+                                    "MoCo v3's vit-b-300ep.pth.tar (raw or converted; both layouts load)"),
 }
 
 
@@ -48,9 +52,11 @@ def load_state_file(path: Path) -> dict[str, torch.Tensor]:
 def load_weights(vit: VisionTransformer, spec: BackboneSpec, checkpoint: Path) -> None:
     """Load pretrained weights from a local file (.npz in Google's format, .pth/.pth.tar, .safetensors)."""
     if not checkpoint.is_file():
+        source = DEFAULT_CHECKPOINTS.get(spec.name, ("", "the project's pretraining (python -m train.pretrain)"))[1]
         raise UserError(
-            f"pretrained weights for backbone '{spec.name}' not found at '{checkpoint}'. "
-            "Download them there (see the README's backbone table) or pass --backbone_checkpoint PATH."
+            f"pretrained weights for backbone '{spec.name}' not found at '{checkpoint}'. Expected: {source}, "
+            "as a timm ViT state dict (.npz, .pth, .pth.tar or .safetensors; teacher/state_dict/model wrappers and "
+            "backbone./module.base_encoder. prefixes are handled). Put it there or pass --backbone_checkpoint PATH."
         )
     if checkpoint.suffix == ".npz":
         vit.load_pretrained(str(checkpoint))
@@ -75,7 +81,7 @@ def load_backbone(config: BackboneConfig, ctx: DistContext) -> LoadedBackbone:
     elif spec.name == EMBEDDED_BACKBONE:
         path = ensure_pretrained(PretrainConfig(backbone=spec.name), ctx)
     else:
-        path = Path(DEFAULT_CHECKPOINTS[spec.name])
+        path = Path(DEFAULT_CHECKPOINTS[spec.name][0])
     load_weights(vit, spec, path)
     vit = freeze(vit)
     return LoadedBackbone(vit, spec, weights_hash(vit))

@@ -127,6 +127,12 @@ def _record_split(folder: Path, train, test) -> None:
     target.write_text(json.dumps(record))
 
 
+def cars196(root: Path) -> tuple[Part, Part]:
+    """Stanford Cars in the per-class folder layout `<root>/stanford_cars/{train,test}/<class name>/*.jpg`."""
+    folder = _need(root / "stanford_cars")
+    return tuple(_folder_part(class_folders(_need(folder / s))) for s in ("train", "test"))
+
+
 def cub200(root: Path) -> tuple[Part, Part]:
     """CUB-200-2011 with its official `train_test_split.txt`."""
     folder = _need(root / "CUB_200_2011")

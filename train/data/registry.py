@@ -13,7 +13,7 @@ from ..backbones.spec import BackboneSpec
 from ..config import DataConfig
 from ..errors import UserError
 from .digits import load_split_digits
-from .reference import DataLayoutError, build_split, cifar100, cub200, five_datasets, imagenet_r
+from .reference import DataLayoutError, build_split, cars196, cifar100, cub200, five_datasets, imagenet_r
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,9 @@ DATASETS: dict[str, DatasetEntry] = {
     "Split-CUB200": DatasetEntry(
         200, 10, "<data-path>/CUB_200_2011/{images/,images.txt,image_class_labels.txt,train_test_split.txt}",
         "https://www.vision.caltech.edu/datasets/cub_200_2011/", _single(cub200, 200)),
+    "Cars196": DatasetEntry(
+        196, 10, "<data-path>/stanford_cars/{train,test}/<class name>/*.jpg (one folder per class)",
+        "the Stanford Cars dataset (e.g. its per-class-folder redistribution)", _single(cars196, 196)),
 }
 
 
