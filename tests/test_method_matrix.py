@@ -136,3 +136,21 @@ def test_bf16_forward_is_finite(key, backbone):
     out = method(x.bfloat16(), 0)
     assert torch.isfinite(out.logits.float()).all() and torch.isfinite(out.features.float()).all()
     assert torch.isfinite(method.predict(x.bfloat16(), 0).logits.float()[:, list(SPLIT.task_classes[0])]).all()
+
+
+def test_a_stage1_network_of_another_shape_is_refused_with_the_fix(backbone):
+    from train.errors import UserError
+    from train.methods.heads import TaskIdentityHead
+
+    method = build("hideprompt", backbone)  # mlp_structure (2,)
+    without_mlp = TaskIdentityHead(64, (), 10).state_dict()
+    with pytest.raises(UserError, match="mlp_structure"):
+        method.begin_task(0, ClassStatistics("variance"), without_mlp)
+    head_only = {k: v for k, v in without_mlp.items() if k.startswith("head.")}  # a Continual-LoRA run's head
+    with pytest.raises(UserError, match="mlp_structure"):
+        method.begin_task(0, ClassStatistics("variance"), head_only)  # a random MLP would garble routing
+    config = preset("digits_hidelora")
+    config = dataclasses.replace(config, alignment=dataclasses.replace(config.alignment, mlp_structure=()))
+    lora = build_method("hidelora", config, backbone, SPLIT)
+    lora.begin_task(0, ClassStatistics("variance"), head_only)
+    assert torch.equal(lora.tii.head.weight, head_only["head.weight"])

@@ -10,6 +10,7 @@ from torch import nn
 from ..backbones.vit import cls_features
 from ..config import RunConfig
 from ..data.splits import TaskSplit
+from ..errors import UserError
 from ..losses import contrastive_regularization
 from ..stats import ClassStatistics
 from .base import ContinualMethod, Prediction, StepOutput, no_aux_loss
@@ -52,7 +53,18 @@ class HideMethod(ContinualMethod):
         old_classes = self.split.seen_classes(task - 1) if task > 0 else []
         self.old_centroids = statistics.centroids(old_classes).to(self.head.weight.device)
         if task_identity is not None:
-            self.tii.load_state_dict(task_identity, strict=False)
+            self._load_task_identity(task_identity)
+
+    def _load_task_identity(self, state: dict[str, torch.Tensor]) -> None:
+        """A HiDe stage-1 network, or only a head (a Continual-LoRA run, with `mlp_structure=[]`)."""
+        missing, unexpected = self.tii.load_state_dict(state, strict=False)
+        head_only = not any(k.startswith("mlp.") for k in state) and self.tii.mlp.net is None
+        if unexpected or (missing and not head_only) or any(k.startswith("head.") for k in missing):
+            raise UserError(
+                f"the stage-1 network does not fit this run (alignment.mlp_structure="
+                f"{list(self.config.alignment.mlp_structure)}): missing {missing[:3]}, unexpected {unexpected[:3]}. "
+                "Use the stage-1 run's --original_model_mlp_structure."
+            )
 
     def forward(self, x: torch.Tensor, task: int) -> StepOutput:
         features = self.training_features(x, task)
