@@ -63,6 +63,7 @@ def write_mnist_like(root: Path, name: str, gz: bool = False) -> None:
 def write_svhn(root: Path) -> None:
     from scipy.io import savemat
 
+    root.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", 20), ("test", 10)):
         savemat(str(root / f"{split}_32x32.mat"),
                 {"X": _images(n).transpose(1, 2, 3, 0), "y": (np.arange(n) % 10 + 1).reshape(-1, 1)})

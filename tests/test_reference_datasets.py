@@ -61,10 +61,7 @@ def test_five_datasets_offsets_labels_in_the_reference_order(tmp_path):
 
 def test_five_datasets_transform_leak_switch(tmp_path):
     """The reference's leak gives notMNIST and Fashion-MNIST the CIFAR transform; off by default."""
-    for writer in (fixtures.write_svhn, fixtures.write_cifar10, fixtures.write_not_mnist):
-        writer(tmp_path)
-    fixtures.write_mnist_like(tmp_path, "MNIST")
-    fixtures.write_mnist_like(tmp_path, "FashionMNIST")
+    write_five_datasets(tmp_path)
     plain = reference.five_datasets(tmp_path, SPEC, reference_norm=True, transform_leak=False)
     leaky = reference.five_datasets(tmp_path, SPEC, reference_norm=True, transform_leak=True)
     fashion = -1  # last sample: Fashion-MNIST, test transform
@@ -101,19 +98,37 @@ def test_an_empty_folder_names_the_missing_file_and_the_layout(tmp_path, name):
     assert str(tmp_path) in message and "Expected layout" in message and "Get it from" in message
 
 
-def test_cifar100_preset_smoke_run_on_a_fixture(tmp_path, random_backbone):
-    """The reference preset, launched as users do, on a CIFAR-format fixture with the tiny backbone."""
-    fixtures.write_cifar100(tmp_path / "data")
-    args = ["cifar100_hideprompt_5e", "--data-path", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out"),
+def write_five_datasets(root) -> None:
+    for writer in (fixtures.write_svhn, fixtures.write_cifar10, fixtures.write_not_mnist):
+        writer(root)
+    fixtures.write_mnist_like(root, "MNIST")
+    fixtures.write_mnist_like(root, "FashionMNIST")
+
+
+SMOKE = {  # preset → (fixture writer covering every class, what an empty folder's message must name)
+    "cifar100_hideprompt_5e": (fixtures.write_cifar100, "cifar-100-python"),
+    "imr_hideprompt_5e": (lambda root: fixtures.write_imagenet_r(root, classes=200, per_class=2), "imagenet-r"),
+    "five_datasets_hideprompt_5e": (write_five_datasets, "cifar-10-batches-py"),
+    "cub_hideprompt_5e": (lambda root: fixtures.write_cub(root, classes=200, per_class=2), "CUB_200_2011"),
+}
+
+
+@pytest.mark.parametrize("name", SMOKE)
+def test_reference_preset_smoke_run_on_a_fixture(tmp_path, random_backbone, name):
+    """Each reference preset, launched as users do, on a fixture of its dataset with the tiny backbone."""
+    writer, layout = SMOKE[name]
+    writer(tmp_path / "data")
+    args = [name, "--data-path", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out"),
             "--model", "vit_glyph_patch8_32", "--original_model", "vit_glyph_patch8_32", "--num_tasks", "2",
-            "--size", "2", "--epochs", "1", "--num_workers", "0", f"backbone.checkpoint={random_backbone}",
-            "tii_optim.epochs=1", "alignment.crct_epochs=1", "alignment.n_centroids=2"]
+            "--size", "2", "--epochs", "1", "--num_workers", "0", "--batch-size", "64",
+            f"--pretrained_checkpoint={random_backbone}", "tii_optim.epochs=1", "alignment.crct_epochs=1",
+            "alignment.n_centroids=2"]
     done = run_main(args, ranks=1)
     assert done.returncode == 0, done.stderr[-3000:]
     r = results(tmp_path / "out")
-    assert np.array(r["accuracy_matrix"]).shape == (2, 2) and r["config"]["data"]["dataset"] == "Split-CIFAR100"
-    empty = run_main(["cifar100_hideprompt_5e", "--data-path", str(tmp_path / "out")])
-    assert empty.returncode == 2 and "cifar-100-python" in empty.stderr
+    assert np.array(r["accuracy_matrix"]).shape == (2, 2) and r["preset"] == name
+    empty = run_main([name, "--data-path", str(tmp_path / "out")])
+    assert empty.returncode == 2 and layout in empty.stderr and "Traceback" not in empty.stderr
 
 
 def test_cars196_class_folders(tmp_path):
@@ -131,3 +146,13 @@ def test_missing_backbone_checkpoint_names_file_source_and_layout(tmp_path):
         load_weights(create_vit(SPEC), spec, tmp_path / "dino_vitbase16_pretrain.pth")
     message = str(error.value)
     assert "dino_vitbase16_pretrain.pth" in message and "DINO's" in message and "--backbone_checkpoint" in message
+
+
+@pytest.mark.parametrize("model", ["vit_base_patch16_224", "vit_base_patch16_224_21k_ibot", "vit_base_patch16_224_ibot",
+                                   "vit_base_patch16_224_dino", "vit_base_patch16_224_mocov3"])
+@pytest.mark.parametrize("name", [*SMOKE, "cifar100_l2p", "imr_dualprompt", "cub_sprompt_5e", "imr_hidelora"])
+def test_every_reference_backbone_and_dataset_resolves(name, model):
+    from train.cli import parse_invocation
+
+    config = parse_invocation([name, "--model", model, "--original_model", model, "--dry-run"]).config
+    assert backbone_spec(config.backbone.model).img_size == 224

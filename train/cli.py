@@ -28,7 +28,7 @@ FLAG_FIELDS: dict[tuple[str, ...], str] = {
     ("--task_inc",): "data.task_inc",
     ("--model",): "backbone.model",
     ("--original_model",): "backbone.original_model",
-    ("--backbone_checkpoint",): "backbone.checkpoint",
+    ("--backbone_checkpoint", "--pretrained_checkpoint"): "backbone.checkpoint",
     ("--lr",): "optim.lr",
     ("--epochs",): "optim.epochs",
     ("--sched",): "optim.sched",
