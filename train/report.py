@@ -26,9 +26,6 @@ class RunLog:
         with self.path.open("a") as f:
             f.write(json.dumps({"time": time.time(), "event": kind, **fields}) + "\n")
 
-    def __call__(self, message: str) -> None:
-        self.event("message", message)
-
 
 def format_matrix(A: np.ndarray, upto: int) -> str:
     rows = [" ".join(f"{A[i, t]:6.2f}" for t in range(upto + 1)) for i in range(upto + 1)]
