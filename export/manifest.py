@@ -1,0 +1,215 @@
+"""The bundle manifest: the only contract between export/ and serve/.
+
+A bundle version is a folder `<bundle root>/<version>/` holding the ONNX graphs and `manifest.json`.
+This module defines and validates the manifest with pydantic and nothing heavier, so the server reads
+it without torch (`python -c "import export.manifest"` imports no torch). Bump `FORMAT_VERSION` on any
+change a reader of the previous format would misread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+# Graph input/output names (also the Open Inference Protocol tensor names the server exposes).
+PIXEL_VALUES = "pixel_values"  # FP32 [N, 3, H, W], preprocessed per `preprocessing`
+TASK_ID = "task_id"  # INT64 [N]
+TASK_CONFIDENCE = "task_confidence"  # FP32 [N]
+ROUTER_LOGITS = "router_logits"  # FP32 [N, C], unseen classes masked to a large negative value
+PROMPT_IDS = "prompt_ids"  # INT64 [N, k]: L2P's selected prompts (no task identity)
+LOGITS = "logits"  # FP32 [N, C], raw class logits of the task-conditioned graph
+PROBABILITIES = "probabilities"  # FP32 [N, C], softmax over the classes seen so far (unseen: 0)
+
+Datatype = Literal["FP32", "FP16", "INT64", "INT32", "BOOL", "UINT8"]
+Routing = Literal["task", "prompt_set", "none"]
+
+
+class ManifestError(ValueError):
+    """A bundle that cannot be served; the message names the file and the problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    name: str
+    datatype: Datatype
+    shape: list[int]  # -1 marks a variable axis (the batch axis always is)
+
+
+class GraphSpec(_Strict):
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    opset: int
+    exporter: str  # e.g. "torch.onnx (dynamo=False) 2.14.1"
+
+    def output(self, name: str) -> TensorSpec:
+        return next(t for t in self.outputs if t.name == name)
+
+
+class Preprocessing(_Strict):
+    """What the server does to an encoded image before `pixel_values` (the backbone spec)."""
+
+    img_size: int = Field(gt=0)
+    resize_size: int = Field(gt=0)  # shorter side before the center crop: round(img_size / crop_pct)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: Literal["bilinear", "bicubic", "nearest"]
+    crop_pct: float = Field(gt=0, le=1)
+    grayscale: bool = False  # the benchmark's images are single-channel: convert to L, then repeat to RGB
+
+
+class Backbone(_Strict):
+    name: str
+    timm_arch: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Source(_Strict):
+    run_dir: str
+    preset: str
+    task: int  # 0-based index of the checkpoint's last learned task
+    checkpoint_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # over the checkpoint folder's files
+
+
+class Parity(_Strict):
+    """onnxruntime vs PyTorch on a test split (fp32)."""
+
+    dataset: str
+    samples: int = Field(gt=0)
+    tolerance: float
+    router_task_agreement: float | None  # fraction of samples with the same routed task (None: no router)
+    class_agreement: float  # fraction with the same final class
+    max_abs_logit_diff: float
+    router_max_abs_logit_diff: float | None
+    passed: bool
+
+
+class Measurement(_Strict):
+    accuracy: float  # % on the test split of the tasks learned, class-incremental
+    images_per_second: float
+    batch_size: int
+    machine: str
+
+
+class Variant(_Strict):
+    """An alternative build of the graphs (ORT-optimised, fp16, int8), written only if it passed."""
+
+    name: str
+    graphs: dict[str, GraphSpec]
+    class_agreement: float | None  # vs the fp32 graphs; None when it could not run here
+    measurement: Measurement | None
+    notes: str
+
+
+class Manifest(_Strict):
+    format_version: Literal[1] = FORMAT_VERSION
+    version: int = Field(gt=0)
+    created_at: str
+    method: str
+    # What feeds the classifier: the router's task id ("task"), L2P's prompt set from the router ("prompt_set"),
+    # or nothing (a single graph that also outputs task_id / task_confidence: "none").
+    routing: Routing
+    backbone: Backbone
+    preprocessing: Preprocessing
+    class_names: list[str]
+    class_to_task: list[int]
+    tasks_learned: int = Field(gt=0)
+    num_tasks: int = Field(gt=0)  # tasks of the run's protocol (tasks_learned ≤ num_tasks)
+    seen_classes: list[int]
+    graphs: dict[str, GraphSpec]  # "router" (unless routing is "none") and "classifier"
+    source: Source
+    parity: Parity
+    measurement: Measurement
+    variants: list[Variant] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        classes = len(self.class_names)
+        problems = []
+        if len(self.class_to_task) != classes:
+            problems.append(f"class_to_task has {len(self.class_to_task)} entries for {classes} classes")
+        if any(not 0 <= t < self.num_tasks for t in self.class_to_task):
+            problems.append("class_to_task names a task outside 0..num_tasks-1")
+        if self.tasks_learned > self.num_tasks:
+            problems.append(f"tasks_learned {self.tasks_learned} > num_tasks {self.num_tasks}")
+        if sorted(set(self.seen_classes)) != sorted(self.seen_classes) or any(
+                not 0 <= c < classes for c in self.seen_classes):
+            problems.append("seen_classes must be distinct class indices")
+        if any(self.class_to_task[c] >= self.tasks_learned for c in self.seen_classes if c < len(self.class_to_task)):
+            problems.append("a seen class belongs to a task not learned yet")
+        needed = {"classifier"} | ({"router"} if self.routing != "none" else set())
+        if needed - set(self.graphs):
+            problems.append(f"graphs lack {sorted(needed - set(self.graphs))}")
+        if not self.parity.passed:
+            problems.append("parity did not pass: such a bundle must not be published")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # -- files ---------------------------------------------------------------------------------------------
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / MANIFEST
+        path.write_text(self.model_dump_json(indent=1) + "\n")
+        return path
+
+    def task_of(self, class_id: int) -> int:
+        return self.class_to_task[class_id]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(folder: str | Path, verify_files: bool = True) -> Manifest:
+    """The validated manifest of bundle version `folder`; with `verify_files`, every graph's SHA-256 too."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise ManifestError(f"'{path}' not found: a bundle version folder holds manifest.json and its graphs "
+                            "(make export RUN=<run> OUT=<bundle root>).")
+    try:
+        manifest = Manifest.model_validate(json.loads(path.read_text()))
+    except (ValidationError, json.JSONDecodeError) as error:
+        raise ManifestError(f"'{path}' is not a valid format-{FORMAT_VERSION} manifest: {error}") from None
+    if verify_files:
+        for name, graph in _all_graphs(manifest):
+            file = Path(folder) / graph.file
+            if not file.is_file():
+                raise ManifestError(f"bundle '{folder}': graph '{name}' file '{graph.file}' is missing.")
+            if file_sha256(file) != graph.sha256:
+                raise ManifestError(f"bundle '{folder}': '{graph.file}' does not match its SHA-256 in the manifest "
+                                    "(modified or truncated): export the version again.")
+    return manifest
+
+
+def _all_graphs(manifest: Manifest):
+    yield from manifest.graphs.items()
+    for variant in manifest.variants:
+        for name, graph in variant.graphs.items():
+            yield f"{variant.name}/{name}", graph
+
+
+def bundle_versions(root: str | Path) -> list[int]:
+    """Complete versions under a bundle root (numeric folders holding a manifest), oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / MANIFEST).is_file())
+
+
+def json_schema() -> dict:
+    return Manifest.model_json_schema()
