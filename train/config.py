@@ -152,6 +152,26 @@ class RunConfig:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """The config a checkpoint recorded (`to_dict` output); keys it lacks keep their defaults."""
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    values = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        value = data[f.name]
+        if dataclasses.is_dataclass(default):
+            value = _from_dict(type(default), value)
+        elif isinstance(default, tuple) or isinstance(value, list):
+            value = tuple(value)
+        values[f.name] = value
+    return cls(**values)
+
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the field."""
