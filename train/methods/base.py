@@ -27,6 +27,20 @@ class StepOutput(NamedTuple):
     aux_loss: torch.Tensor  # the method's own extra loss terms for this batch (0 when none)
 
 
+class Route(NamedTuple):
+    """What a router decides per sample, in the form the task-conditioned forward (`classify`) takes."""
+
+    condition: torch.Tensor | None  # (B,) task ids ("task"), (B, k) prompt ids ("prompt_set"), None ("none")
+    confidence: torch.Tensor  # (B,) the router's confidence in its choice
+    logits: torch.Tensor | None = None  # (B, C) the router's class logits, unseen classes at -inf (HiDe)
+
+
+def task_probability(logits: torch.Tensor, tasks: torch.Tensor, class_to_task: torch.Tensor) -> torch.Tensor:
+    """`(B,)` softmax probability mass of each sample's task: the sum over that task's classes."""
+    in_task = class_to_task.unsqueeze(0) == tasks.unsqueeze(1)
+    return (logits.float().softmax(dim=1) * in_task).sum(dim=1)
+
+
 @dataclass(frozen=True)
 class Prediction:
     logits: torch.Tensor  # (B, C)
@@ -81,6 +95,18 @@ class ContinualMethod(nn.Module):
         raise NotImplementedError
 
     # -- inference ------------------------------------------------------------------------------
+    # Two-step inference as exported graphs run it: `route` (the router graph), then `classify` (the
+    # task-conditioned graph). `routing` names what passes between them: see `Route.condition`.
+    routing: str = "task"
+
+    def route(self, x: torch.Tensor, seen: torch.Tensor) -> Route:
+        """Per-sample routing among the classes `seen (C,)` learned so far."""
+        raise NotImplementedError
+
+    def classify(self, x: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        """`(B, C)` class logits given the router's condition (or a task hint)."""
+        raise NotImplementedError
+
     def predict(self, x: torch.Tensor, seen_task: int) -> Prediction:
         """Class-incremental prediction after training tasks `0..seen_task`."""
         raise NotImplementedError

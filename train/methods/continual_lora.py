@@ -31,8 +31,13 @@ class ContinualLora(ContinualMethod):
         logits = self.head(features)
         return StepOutput(logits, features, no_aux_loss(logits))
 
+    routing = "none"  # one forward, no router
+
+    def classify(self, x: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        return self.head(self._features(x))
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor, seen_task: int) -> Prediction:
         """One forward; the 'routed task' is the task of the predicted class."""
-        logits = self.head(self._features(x))
+        logits = self.classify(x, None)
         return Prediction(logits, self.class_to_task[logits.argmax(dim=1)])

@@ -13,7 +13,7 @@ from ..data.splits import TaskSplit
 from ..errors import UserError
 from ..losses import contrastive_regularization
 from ..stats import ClassStatistics
-from .base import ContinualMethod, Prediction, StepOutput, no_aux_loss
+from .base import ContinualMethod, Prediction, Route, StepOutput, no_aux_loss, task_probability
 from .heads import TaskIdentityHead, trunc_normal_linear
 from .hide_tii import route_to_tasks
 
@@ -83,13 +83,20 @@ class HideMethod(ContinualMethod):
     def alignment_logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)
 
+    def route(self, x: torch.Tensor, seen: torch.Tensor) -> Route:
+        """The stage-1 network's class over the seen classes, and that class's task."""
+        logits, tasks = route_to_tasks(self.tii, cls_features(self.backbone, x), seen, self.class_to_task)
+        return Route(tasks, task_probability(logits, tasks, self.class_to_task), logits)
+
+    def classify(self, x: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        return self.head(self.slot_features(x, condition))
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor, seen_task: int) -> Prediction:
-        _, tasks = route_to_tasks(self.tii, cls_features(self.backbone, x), self.seen_classes[seen_task],
-                                  self.class_to_task)
+        tasks = self.route(x, self.seen_classes[seen_task]).condition
         if self.config.prompt.batchwise_prompt:
             tasks = majority_task(tasks)
-        return Prediction(self.head(self.slot_features(x, tasks)), tasks)
+        return Prediction(self.classify(x, tasks), tasks)
 
     def learned_state(self) -> dict[str, torch.Tensor]:
         """Adapters and head; the task-identity network belongs to the stage-1 run."""

@@ -11,7 +11,7 @@ from torch import nn
 from ..backbones.vit import cls_features
 from ..config import RunConfig
 from ..data.splits import TaskSplit
-from .base import ContinualMethod, Prediction, StepOutput
+from .base import ContinualMethod, Prediction, Route, StepOutput
 from .heads import trunc_normal_linear
 
 
@@ -66,6 +66,25 @@ class KeyQueryMethod(ContinualMethod):
         features = self.prompted(x, slots)
         pull = similarity.gather(1, slots).sum() / x.shape[0]
         return StepOutput(self.head(features), features, -self.config.prompt.pull_constraint_coeff * pull)
+
+    @property
+    def routing(self) -> str:
+        return "task" if self.task_slots_in_training else "prompt_set"
+
+    def route(self, x: torch.Tensor, seen: torch.Tensor) -> Route:
+        """Per-sample key matching: the top slot's task (task slots, top_k 1) or L2P's top-k prompt set."""
+        top = self._similarity(x).topk(self.config.prompt.top_k, dim=1)
+        if not self.task_slots_in_training:
+            return Route(top.indices, top.values.mean(dim=1))
+        return Route(top.indices[:, 0] // self.config.prompt.top_k, top.values[:, 0])
+
+    def classify(self, x: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        """Logits with the prompts of task `condition` (its k slots) or of prompt set `condition (B, k)`."""
+        if not self.task_slots_in_training:
+            return self.head(self.prompted(x, condition))
+        k = self.config.prompt.top_k
+        slots = condition.unsqueeze(1) * k + torch.arange(k, device=condition.device)
+        return self.head(self.prompted(x, slots))
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, seen_task: int) -> Prediction:
