@@ -22,7 +22,7 @@ MANIFEST = "manifest.json"
 PIXEL_VALUES = "pixel_values"  # FP32 [N, 3, H, W], preprocessed per `preprocessing`
 TASK_ID = "task_id"  # INT64 [N]
 TASK_CONFIDENCE = "task_confidence"  # FP32 [N]
-ROUTER_LOGITS = "router_logits"  # FP32 [N, C], unseen classes masked to a large negative value
+ROUTER_LOGITS = "router_logits"  # FP32 [N, C], unseen classes at -inf (HiDe routers only)
 PROMPT_IDS = "prompt_ids"  # INT64 [N, k]: L2P's selected prompts (no task identity)
 LOGITS = "logits"  # FP32 [N, C], raw class logits of the task-conditioned graph
 PROBABILITIES = "probabilities"  # FP32 [N, C], softmax over the classes seen so far (unseen: 0)
@@ -58,7 +58,9 @@ class GraphSpec(_Strict):
 
 
 class Preprocessing(_Strict):
-    """What the server does to an encoded image before `pixel_values` (the backbone spec)."""
+    """What the server does to an encoded image before `pixel_values` (the backbone spec): decode to RGB
+    (grayscale images repeat their channel), resize the shorter side to `resize_size`, center-crop
+    `img_size`, scale to [0, 1], subtract `mean` and divide by `std` per channel, NCHW float32."""
 
     img_size: int = Field(gt=0)
     resize_size: int = Field(gt=0)  # shorter side before the center crop: round(img_size / crop_pct)
@@ -66,7 +68,6 @@ class Preprocessing(_Strict):
     std: tuple[float, float, float]
     interpolation: Literal["bilinear", "bicubic", "nearest"]
     crop_pct: float = Field(gt=0, le=1)
-    grayscale: bool = False  # the benchmark's images are single-channel: convert to L, then repeat to RGB
 
 
 class Backbone(_Strict):
