@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 SEEDS ?= 42 40 44
 
-.PHONY: setup test test-fast demo results compare train pretrain probe lint clean distclean
+.PHONY: setup protos serve serve-bench test test-fast demo results compare train pretrain probe lint clean distclean
 
 setup: $(STAMP)
 
@@ -22,7 +22,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	@# DeepSpeed compiles its CPU communication op on first use (~30 s): pay it here, once.
 	$(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()" >/dev/null 2>&1 || true
+	$(PY) -m serve.protos  # gRPC stubs from protos/ with the installed grpcio-tools (git-ignored serve/_stubs/)
 	@touch $(STAMP)
+
+protos: setup  ## regenerate serve/_stubs/ from protos/*.proto (the server also does it when they are stale)
+	$(PY) -m serve.protos
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -58,6 +62,20 @@ compare: pretrain  ## every method on Split-Digits, same backbone and seeds → 
 
 train: setup  ## make train PRESET=cifar100_hideprompt_5e ARGS="--data-path ./datasets"
 	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/main.py $(PRESET) --output_dir $(OUT) $(ARGS)
+
+# Serving (issue #6): make serve BUNDLE=<bundle root> [PORT=8001 METRICS_PORT=8002 SERVE_ARGS="--max-batch-size 32"]
+BUNDLE ?= output/bundle
+PORT ?= 8001
+METRICS_PORT ?= 8002
+SERVE_ARGS ?=
+TARGET ?= 127.0.0.1:$(PORT)
+BENCH_ARGS ?= --concurrency 8 --duration 10
+
+serve: setup  ## gRPC server (OIP v2 + ContinualClassifier) on PORT, Prometheus on METRICS_PORT
+	$(PY) -m serve --bundle $(BUNDLE) --port $(PORT) --metrics-port $(METRICS_PORT) $(SERVE_ARGS)
+
+serve-bench: setup  ## load generator against a running server: throughput and p50/p95/p99
+	$(PY) -m serve.client --target $(TARGET) bench $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check train export serve tests
