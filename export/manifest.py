@@ -133,6 +133,7 @@ class Manifest(_Strict):
     parity: Parity
     measurement: Measurement
     variants: list[Variant] = []
+    rejected_variants: dict[str, str] = {}  # variant → why it was not published
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

@@ -1,0 +1,173 @@
+"""A trained run → a bundle version: graphs, parity, measurements, variants, manifest; written atomically."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import onnx
+import torch
+
+from train.data.registry import load_dataset
+from train.data.splits import indices_of_classes
+from train.errors import UserError
+
+from .graphs import EXPORTER, ClassifierGraph, RouterGraph, export_onnx
+from .manifest import (
+    PIXEL_VALUES,
+    Backbone,
+    GraphSpec,
+    Manifest,
+    Measurement,
+    Preprocessing,
+    Source,
+    TensorSpec,
+    file_sha256,
+)
+from .parity import compare, describe_failure
+from .restore import RestoredRun, restore
+from .runtime import OnnxTwoStep, throughput
+from .variants import VARIANTS, Width, build_variants
+
+GRAPH_FILES = {"router": "router.onnx", "classifier": "classifier.onnx"}
+BENCH_BATCH = 32
+DTYPES = {onnx.TensorProto.FLOAT: "FP32", onnx.TensorProto.FLOAT16: "FP16", onnx.TensorProto.INT64: "INT64",
+          onnx.TensorProto.INT32: "INT32", onnx.TensorProto.BOOL: "BOOL", onnx.TensorProto.UINT8: "UINT8"}
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, onnxruntime CPU"
+
+
+def export_bundle(run_dir: str | Path, out_root: str | Path, task: int | None = None, version: int | None = None,
+                  backbone_checkpoint: str | None = None, variants: tuple[str, ...] = tuple(VARIANTS),
+                  parity_samples: int = 2000, log: Callable[[str], None] = print) -> Path:
+    """Export the run after `task` (default: last completed) as `<out_root>/<version>` (default: tasks learned)."""
+    run = restore(run_dir, task, backbone_checkpoint)
+    version = version or run.task + 1
+    final = Path(out_root) / str(version)
+    if final.exists():
+        raise UserError(f"bundle version '{final}' already exists; versions are never overwritten: pass "
+                        "--version N for another number, or export to another --out.")
+    images, labels = parity_images(run, parity_samples)
+    with staging(final) as folder:
+        graphs = write_graphs(run, images[:4], folder)
+        runner = OnnxTwoStep({k: folder / g.file for k, g in graphs.items()}, run.method.routing)
+        seen = run.split.seen_mask(run.task)
+        result = compare(run.method, seen, runner, images, labels, run.config.data.dataset)
+        if not result.parity.passed:
+            raise UserError(describe_failure(result.parity) + "; nothing was written.")
+        log(f"parity: {result.parity.samples} images, router agreement {result.parity.router_task_agreement}, "
+            f"class agreement {result.parity.class_agreement:.4f}, max |Δlogit| {result.parity.max_abs_logit_diff:.2e}")
+        measurement = measure(runner, images.numpy(), result.accuracy)
+        vit = run.backbone.vit
+        width = Width(vit.blocks[0].attn.num_heads, vit.num_features)
+        built, rejected = build_variants(folder, graphs, run.method.routing, width, images.numpy(), labels.numpy(),
+                                         result, measurement, variants, log)
+        manifest = build_manifest(run, version, graphs, result.parity, measurement, built, rejected)
+        manifest.write(folder)
+    log(f"bundle version {version} → {final} (served accuracy {result.accuracy:.2f}%, "
+        f"{measurement.images_per_second:.0f} images/s at batch {BENCH_BATCH})")
+    return final
+
+
+@contextmanager
+def staging(final: Path):
+    """A private folder beside `final`, renamed to it only when everything inside is written."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        yield partial
+        partial.rename(final)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def parity_images(run: RestoredRun, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test images of the learned tasks (a seeded sample of at most `limit`), preprocessed as in training."""
+    data = load_dataset(run.config.data, run.backbone.spec)
+    classes = tuple(c for t in range(run.task + 1) for c in run.split.task_classes[t])
+    indices = indices_of_classes(data.test_targets, classes)
+    if len(indices) > limit:
+        keep = torch.randperm(len(indices), generator=torch.Generator().manual_seed(0))[:limit]
+        indices = [indices[i] for i in sorted(keep.tolist())]
+    pairs = [data.test[i] for i in indices]
+    return torch.stack([p[0] for p in pairs]).float(), torch.tensor([int(p[1]) for p in pairs])
+
+
+def write_graphs(run: RestoredRun, example: torch.Tensor, folder: Path) -> dict[str, GraphSpec]:
+    seen = run.split.seen_mask(run.task)
+    classifier = ClassifierGraph(run.method, seen)
+    files = {}
+    if run.method.routing != "none":
+        router = RouterGraph(run.method, seen)
+        names = router.output_names(example)
+        export_onnx(router, (example,), [PIXEL_VALUES], names, folder / GRAPH_FILES["router"])
+        files["router"] = folder / GRAPH_FILES["router"]
+        with torch.no_grad():
+            example_inputs = (example, router(example)[0])
+    else:
+        example_inputs = (example,)
+    export_onnx(classifier, example_inputs, classifier.input_names(), classifier.output_names(),
+                folder / GRAPH_FILES["classifier"])
+    files["classifier"] = folder / GRAPH_FILES["classifier"]
+    return {name: graph_spec(path) for name, path in files.items()}
+
+
+def graph_spec(path: Path) -> GraphSpec:
+    """The graph's I/O as onnx records it (after a full checker pass)."""
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+
+    def tensors(values) -> list[TensorSpec]:
+        return [TensorSpec(name=v.name, datatype=DTYPES[v.type.tensor_type.elem_type],
+                           shape=[d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim])
+                for v in values]
+
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return GraphSpec(file=path.name, sha256=file_sha256(path), inputs=tensors(model.graph.input),
+                     outputs=tensors(model.graph.output), opset=opset, exporter=EXPORTER)
+
+
+def measure(runner: OnnxTwoStep, images, accuracy: float) -> Measurement:
+    return Measurement(accuracy=accuracy, images_per_second=throughput(runner, images, BENCH_BATCH),
+                       batch_size=BENCH_BATCH, machine=machine())
+
+
+def class_names(run: RestoredRun) -> list[str]:
+    """Class indices as names (Split-Digits: the digits themselves)."""
+    return [str(c) for c in range(run.split.num_classes)]
+
+
+def build_manifest(run: RestoredRun, version: int, graphs, parity, measurement, variants, rejected) -> Manifest:
+    spec = run.backbone.spec
+    return Manifest(
+        version=version,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        method=run.config.method,
+        routing=run.method.routing,
+        backbone=Backbone(name=spec.name, timm_arch=spec.timm_arch, sha256=run.backbone.weights_sha256),
+        preprocessing=Preprocessing(img_size=spec.img_size, resize_size=int(round(spec.img_size / spec.crop_pct)),
+                                    mean=spec.mean, std=spec.std, interpolation=spec.interpolation,
+                                    crop_pct=spec.crop_pct),
+        class_names=class_names(run),
+        class_to_task=run.split.class_to_task().tolist(),
+        tasks_learned=run.task + 1,
+        num_tasks=run.split.num_tasks,
+        seen_classes=run.split.seen_classes(run.task),
+        graphs=graphs,
+        source=Source(run_dir=str(run.run_dir.resolve()), preset=run.config.preset, task=run.task,
+                      checkpoint_sha256=run.checkpoint_sha256),
+        parity=parity,
+        measurement=measurement,
+        variants=variants,
+        rejected_variants=rejected,
+    )
+
