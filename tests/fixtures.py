@@ -98,3 +98,36 @@ def write_cub(root: Path, classes: int = 3, per_class: int = 4) -> None:
 def write_cars(root: Path, classes: int = 3, per_class: int = 2) -> None:
     for split in ("train", "test"):
         _png_tree(root / "stanford_cars" / split, [f"Car Model {c}" for c in range(classes)], per_class, ".jpg")
+
+
+CARS_FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
+
+
+def _cars_annotations(path: Path, rows: list[tuple[int, str]]) -> None:
+    """A devkit annotation file: 1×N MATLAB struct array `annotations` with the official fields."""
+    from scipy.io import savemat
+
+    records = np.zeros((1, len(rows)), dtype=[(f, "O") for f in CARS_FIELDS])
+    for i, (label, fname) in enumerate(rows):
+        records[0, i] = (np.uint16(1), np.uint16(2), np.uint16(30), np.uint16(20), np.uint8(label), fname)
+    savemat(str(path), {"annotations": records})
+
+
+def write_cars_devkit(root: Path, classes: int = 3, per_class: int = 2) -> dict[str, list[tuple[int, str]]]:
+    """Stanford Cars' official layout under `stanford_cars/`; returns the (1-based class, fname) rows per split."""
+    from scipy.io import savemat
+
+    folder = root / "stanford_cars"
+    (folder / "devkit").mkdir(parents=True, exist_ok=True)
+    savemat(str(folder / "devkit" / "cars_meta.mat"),
+            {"class_names": np.array([[f"Car Model {c}" for c in range(classes)]], dtype=object)})
+    rows = {}
+    for split, annos_file in (("train", folder / "devkit" / "cars_train_annos.mat"),
+                               ("test", folder / "cars_test_annos_withlabels.mat")):
+        # files numbered in an order that is not the class order, as in the real devkit
+        rows[split] = [((k * 2) % classes + 1, f"{k + 1:05d}.jpg") for k in range(classes * per_class)]
+        (folder / f"cars_{split}").mkdir(exist_ok=True)
+        for _, fname in rows[split]:
+            Image.fromarray(_images(1, 12)[0]).save(folder / f"cars_{split}" / fname)
+        _cars_annotations(annos_file, rows[split])
+    return rows

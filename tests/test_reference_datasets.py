@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import fixtures
 import numpy as np
@@ -90,12 +91,44 @@ def test_cub_uses_the_official_train_test_split(tmp_path):
     assert sorted(set(train.labels.tolist())) == [0, 1, 2]
 
 
-@pytest.mark.parametrize("name", ["Split-CIFAR100", "Split-Imagenet-R", "5-datasets", "Split-CUB200"])
+@pytest.mark.parametrize("name", ["Split-CIFAR100", "Split-Imagenet-R", "5-datasets", "Split-CUB200", "Cars196",
+                                  "Split-CIFAR10", "Split-MNIST", "Split-FashionMNIST", "Split-SVHN", "Split-NotMNIST"])
 def test_an_empty_folder_names_the_missing_file_and_the_layout(tmp_path, name):
     with pytest.raises(UserError) as error:
         load_dataset(DataConfig(dataset=name, data_path=str(tmp_path)), SPEC)
     message = str(error.value)
     assert str(tmp_path) in message and "Expected layout" in message and "Get it from" in message
+    torchvision_can = name not in ("Split-Imagenet-R", "Split-CUB200", "Cars196", "Split-NotMNIST")
+    assert ("--download" in message) == torchvision_can
+
+
+SPLIT_MEMBERS = {  # standalone split of a 5-Datasets member → (fixture writer, CIFAR-style transform)
+    "Split-CIFAR10": (fixtures.write_cifar10, True),
+    "Split-MNIST": (lambda root: fixtures.write_mnist_like(root, "MNIST"), False),
+    "Split-FashionMNIST": (lambda root: fixtures.write_mnist_like(root, "FashionMNIST", gz=True), False),
+    "Split-SVHN": (fixtures.write_svhn, False),
+    "Split-NotMNIST": (fixtures.write_not_mnist, False),
+}
+
+
+@pytest.mark.parametrize("name", SPLIT_MEMBERS)
+def test_split_member_datasets_load_with_their_own_labels_and_transform(tmp_path, name):
+    from torchvision import transforms as T
+
+    from train.data.registry import DATASETS
+    from train.data.splits import split_classes
+
+    writer, cifar_style = SPLIT_MEMBERS[name]
+    writer(tmp_path)
+    data = load_dataset(DataConfig(dataset=name, data_path=str(tmp_path)), SPEC)
+    assert data.num_classes == 10 and sorted(data.train_targets.unique().tolist()) == list(range(10))  # no offset
+    assert sorted(data.test_targets.unique().tolist()) == list(range(10))
+    split = split_classes(data.num_classes, DATASETS[name].default_tasks)
+    assert split.task_classes == ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
+    x, y = data.test[3]
+    assert x.shape == (3, 32, 32) and int(y) == int(data.test_targets[3])
+    jitter = any(isinstance(step, T.ColorJitter) for step in data.train.transform.transforms)
+    assert jitter == cifar_style  # the reference's CIFAR transform only for CIFAR data
 
 
 def write_five_datasets(root) -> None:
@@ -135,6 +168,29 @@ def test_cars196_class_folders(tmp_path):
     fixtures.write_cars(tmp_path)
     train, test = reference.cars196(tmp_path)
     assert train.labels.tolist() == [0, 0, 1, 1, 2, 2] and len(test.images) == 6
+
+
+def test_cars196_official_devkit_mat_annotations(tmp_path):
+    from torchvision.datasets import StanfordCars
+
+    rows = fixtures.write_cars_devkit(tmp_path)
+    train, test = reference.cars196(tmp_path)
+    for part, split in ((train, "train"), (test, "test")):
+        assert [p.name for p in part.images] == [fname for _, fname in rows[split]]
+        assert part.labels.tolist() == [label - 1 for label, _ in rows[split]]
+        assert all(p.parent.name == f"cars_{split}" and p.is_file() for p in part.images)
+        theirs = StanfordCars(str(tmp_path), split=split)  # torchvision reads the same fixture the same way
+        assert [(Path(f).name, c) for f, c in theirs._samples] == list(zip([p.name for p in part.images],
+                                                                          part.labels.tolist(), strict=True))
+    data = load_dataset(DataConfig(dataset="Cars196", data_path=str(tmp_path)), SPEC)
+    assert data.train[0][0].shape == (3, 32, 32) and int(data.train_targets[1]) == 2
+
+
+def test_cars196_devkit_missing_annotations_names_the_file(tmp_path):
+    fixtures.write_cars_devkit(tmp_path)
+    (tmp_path / "stanford_cars" / "cars_test_annos_withlabels.mat").unlink()
+    with pytest.raises(UserError, match="cars_test_annos_withlabels.mat"):
+        load_dataset(DataConfig(dataset="Cars196", data_path=str(tmp_path)), SPEC)
 
 
 def test_missing_backbone_checkpoint_names_file_source_and_layout(tmp_path):

@@ -72,6 +72,7 @@ SWITCH_FIELDS: dict[str, str] = {
     "--larger_prompt_lr": "prompt.larger_prompt_lr",
     "--not_train_ca": "alignment.not_train_ca",
     "--resume": "resume",
+    "--download": "data.download",
 }
 LIST_FLAGS = {"--opt-betas", "--e_prompt_layer_idx", "--g_prompt_layer_idx", "--original_model_mlp_structure"}
 # Parsed by the reference but without effect there (or decided by the launcher/backbone here).
@@ -113,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(*flags, dest=path, nargs=nargs, default=argparse.SUPPRESS, metavar="V",
                             help=f"→ {path}")
     for flag, path in SWITCH_FIELDS.items():
-        parser.add_argument(flag, dest=path, action="store_const", const="true", default=argparse.SUPPRESS)
+        parser.add_argument(flag, dest=path, action="store_const", const="true", default=argparse.SUPPRESS,
+                            help=f"→ {path}=true")
     for flag in INERT_FLAGS:
         parser.add_argument(flag, dest=f"inert:{flag}", nargs="*", default=argparse.SUPPRESS,
                             help=argparse.SUPPRESS)

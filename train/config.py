@@ -25,6 +25,7 @@ class DataConfig:
     task_inc: bool = False  # task-incremental evaluation (mask logits to the evaluated task)
     reference_normalization: bool = False  # the reference's: none (CIFAR: CIFAR-100 stats), not the backbone's
     five_datasets_transform_leak: bool = False  # the reference's CIFAR transform for notMNIST and Fashion-MNIST
+    download: bool = False  # fetch missing CIFAR/MNIST/Fashion-MNIST/SVHN files with torchvision (--download)
 
     def __post_init__(self) -> None:
         _check(self.num_tasks >= 1, "num_tasks must be at least 1")

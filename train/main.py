@@ -41,7 +41,7 @@ def check_inputs(config: RunConfig) -> None:
     from train.distributed import load_ds_config
 
     backbone_spec(config.backbone.model)
-    entry = check_loadable(config.data.dataset, config.data.data_path)
+    entry = check_loadable(config.data.dataset, config.data.data_path, config.data.download)
     split_classes(entry.num_classes, config.data.num_tasks)
     try:
         load_ds_config(config.deepspeed_config, config.data.batch_size, config.optim.clip_grad)

@@ -43,3 +43,12 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     mat = loadmat(str(path))
     labels = mat["y"].astype(np.int64).flatten() % 10
     return np.ascontiguousarray(mat["X"].transpose(3, 0, 1, 2)), labels
+
+
+def read_cars_annotations(path: Path) -> tuple[list[str], np.ndarray]:
+    """Stanford Cars devkit annotations: struct array `annotations` (bbox_x1.., `class` 1-based, `fname`)."""
+    from scipy.io import loadmat
+
+    records = np.atleast_1d(loadmat(str(path), squeeze_me=True)["annotations"])
+    names = [str(r["fname"]) for r in records]
+    return names, np.asarray([int(r["class"]) - 1 for r in records], dtype=np.int64)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from torch.utils.data import ConcatDataset
 
 from ..backbones.spec import BackboneSpec
 from ..paths import cache_root
-from .formats import read_cifar_batches, read_idx, read_svhn_mat
+from .formats import read_cars_annotations, read_cifar_batches, read_idx, read_svhn_mat
 from .images import ArrayImages, FileImages, class_folders
 from .transforms import image_transform
 
@@ -77,6 +78,14 @@ def mnist_like(root: Path, name: str) -> tuple[Part, Part]:
     return _idx_pair(folder, "train"), _idx_pair(folder, "t10k")
 
 
+def mnist(root: Path) -> tuple[Part, Part]:
+    return mnist_like(root, "MNIST")
+
+
+def fashion_mnist(root: Path) -> tuple[Part, Part]:
+    return mnist_like(root, "FashionMNIST")
+
+
 def svhn(root: Path) -> tuple[Part, Part]:
     """`train_32x32.mat`/`test_32x32.mat` directly under the data path (torchvision) or in `SVHN/`."""
     return tuple(Part(*read_svhn_mat(_first_existing(root / f"{s}_32x32.mat", root / "SVHN" / f"{s}_32x32.mat")))
@@ -128,9 +137,27 @@ def _record_split(folder: Path, train, test) -> None:
 
 
 def cars196(root: Path) -> tuple[Part, Part]:
-    """Stanford Cars in the per-class folder layout `<root>/stanford_cars/{train,test}/<class name>/*.jpg`."""
+    """Stanford Cars under `<root>/stanford_cars/`: the official devkit layout, or one folder per class.
+
+    Devkit (as torchvision's StanfordCars): `cars_train/`, `cars_test/`, `devkit/cars_train_annos.mat`,
+    `devkit/cars_meta.mat`, `cars_test_annos_withlabels.mat`; labels are the annotations' 1-based `class` - 1.
+    Folders: `{train,test}/<class name>/*.jpg`, classes in sorted name order.
+    """
     folder = _need(root / "stanford_cars")
+    if (folder / "devkit").is_dir():
+        return cars196_devkit(folder)
     return tuple(_folder_part(class_folders(_need(folder / s))) for s in ("train", "test"))
+
+
+def cars196_devkit(folder: Path) -> tuple[Part, Part]:
+    _need(folder / "devkit" / "cars_meta.mat")
+    train = read_cars_annotations(_need(folder / "devkit" / "cars_train_annos.mat"))
+    test = read_cars_annotations(_need(folder / "cars_test_annos_withlabels.mat"))
+    parts = tuple(Part([_need(folder / images) / name for name in names], labels)
+                  for images, (names, labels) in (("cars_train", train), ("cars_test", test)))
+    for path in parts[0].images[:1] + parts[1].images[:1]:
+        _need(path)
+    return parts
 
 
 def cub200(root: Path) -> tuple[Part, Part]:
@@ -169,16 +196,18 @@ def build_split(parts: tuple[Part, Part], spec: BackboneSpec, cifar_style: bool,
 
 
 FIVE_DATASETS = ("svhn", "mnist", "cifar10", "not_mnist", "fashion_mnist")  # the reference order
+Reader = Callable[[Path], tuple[Part, Part]]
+MEMBER_READERS: dict[str, Reader] = {"svhn": svhn, "mnist": mnist, "cifar10": cifar10, "not_mnist": not_mnist,
+                                     "fashion_mnist": fashion_mnist}
 
 
-def five_datasets(root: Path, spec: BackboneSpec, reference_norm: bool, transform_leak: bool):
+def five_datasets(root: Path, spec: BackboneSpec, reference_norm: bool, transform_leak: bool,
+                  readers: Mapping[str, Reader] = MEMBER_READERS):
     """SVHN, MNIST, CIFAR-10, notMNIST, Fashion-MNIST as tasks 0..4, labels offset by 10 per dataset.
 
     Each member gets its own transform; `transform_leak` reproduces the reference, where the CIFAR
     transform, once built for CIFAR-10, is also used by notMNIST and Fashion-MNIST.
     """
-    readers = {"svhn": svhn, "mnist": lambda r: mnist_like(r, "MNIST"), "cifar10": cifar10,
-               "not_mnist": not_mnist, "fashion_mnist": lambda r: mnist_like(r, "FashionMNIST")}
     members = []
     for index, name in enumerate(FIVE_DATASETS):
         cifar_style = name == "cifar10" or (transform_leak and index > FIVE_DATASETS.index("cifar10"))
@@ -186,3 +215,7 @@ def five_datasets(root: Path, spec: BackboneSpec, reference_norm: bool, transfor
     train, train_eval, test, train_y, test_y = zip(*members, strict=True)
     return (ConcatDataset(train), ConcatDataset(train_eval), ConcatDataset(test), torch.cat(train_y),
             torch.cat(test_y))
+
+
+READERS: dict[str, Reader] = {**MEMBER_READERS, "cifar100": cifar100, "imagenet_r": imagenet_r, "cub200": cub200,
+                              "cars196": cars196}
