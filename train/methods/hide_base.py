@@ -53,9 +53,9 @@ class HideMethod(ContinualMethod):
         old_classes = self.split.seen_classes(task - 1) if task > 0 else []
         self.old_centroids = statistics.centroids(old_classes).to(self.head.weight.device)
         if task_identity is not None:
-            self._load_task_identity(task_identity)
+            self.load_task_identity(task_identity)
 
-    def _load_task_identity(self, state: dict[str, torch.Tensor]) -> None:
+    def load_task_identity(self, state: dict[str, torch.Tensor]) -> None:
         """A HiDe stage-1 network, or only a head (a Continual-LoRA run, with `mlp_structure=[]`)."""
         missing, unexpected = self.tii.load_state_dict(state, strict=False)
         head_only = not any(k.startswith("mlp.") for k in state) and self.tii.mlp.net is None
