@@ -77,11 +77,19 @@ serve: setup  ## gRPC server (OIP v2 + ContinualClassifier) on PORT, Prometheus 
 serve-bench: setup  ## load generator against a running server: throughput and p50/p95/p99
 	$(PY) -m serve.client --target $(TARGET) bench $(BENCH_ARGS)
 
+# make export RUN=<output_dir> [OUT=<bundle root>] [TASK=k]: OUT here is the bundle root (default: bundles).
+RUN ?= output/$(PRESET)
+BUNDLES := $(if $(filter command line,$(origin OUT)),$(OUT),bundles)
+EXPORT_ARGS ?=
+
+export: setup  ## a trained run → a new bundle version (parity-checked ONNX graphs + manifest)
+	$(PY) -m export $(RUN) --out $(BUNDLES) $(if $(TASK),--task $(TASK)) $(EXPORT_ARGS)
+
 lint: setup
 	$(VENV)/bin/ruff check train export serve tests
 
 clean:
-	rm -rf output .pytest_cache .ruff_cache
+	rm -rf output bundles .pytest_cache .ruff_cache
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
 
 distclean: clean
