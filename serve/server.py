@@ -1,0 +1,120 @@
+"""`build_server(config)`: the grpc.aio server with every service, the metrics endpoint and the bundle watcher.
+
+Lifecycle: `start()` binds the ports (health NOT_SERVING), loads and warms the bundle, then turns SERVING and
+starts polling the bundle root; `stop(grace)` drains: health NOT_SERVING, no new RPCs, in-flight ones finish
+(up to `grace` seconds), then the batchers, the bundle and the metrics endpoint close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+from grpc_reflection.v1alpha import reflection
+
+from .auth import TokenAuth
+from .classifier_service import AdminServicer, ClassifierServicer
+from .classifier_service import pb as continual_pb
+from .classifier_service import pb_grpc as continual_grpc
+from .config import ServeConfig
+from .core import InferenceCore
+from .health import Health
+from .metrics import Metrics
+from .oip import InferenceServicer
+from .oip import pb as oip_pb
+from .oip import pb_grpc as oip_grpc
+from .registry import ModelRegistry
+from .runtime import BundleRuntime
+
+log = logging.getLogger("serve")
+
+
+class InferenceServer:
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")  # one batch at a time uses all cores
+        self._load_pool = ThreadPoolExecutor(1, thread_name_prefix="bundle-load")
+        self.registry = ModelRegistry(config, self._load_pool, on_swap=self._on_swap,
+                                      on_failure=lambda version, error: self.metrics.load_failures.inc())
+        self.core = InferenceCore(config, self.registry, self.metrics, self._infer_pool)
+        self.health = Health()
+        self._watcher: asyncio.Task | None = None
+        self._swaps = 0
+        self.port = 0
+        self.metrics_port: int | None = None
+        auth = TokenAuth(config.auth_tokens, config.admin_tokens,
+                         on_failure=lambda reason: self.metrics.auth_failures.labels(reason).inc())
+        self.server = grpc.aio.server(interceptors=[auth], options=config.grpc_options())
+        self._add_services()
+
+    def _add_services(self) -> None:
+        oip_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self.core, lambda: self.health.serving, self.config.server_name), self.server)
+        continual_grpc.add_ContinualClassifierServicer_to_server(ClassifierServicer(self.core), self.server)
+        continual_grpc.add_ContinualAdminServicer_to_server(AdminServicer(self.core), self.server)
+        self.health.add_to(self.server)
+        names = [oip_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+                 *(s.full_name for s in continual_pb.DESCRIPTOR.services_by_name.values()),
+                 "grpc.health.v1.Health", reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(names, self.server)
+
+    def _bind(self) -> int:
+        address = f"{self.config.host}:{self.config.port}"
+        if not self.config.tls:
+            return self.server.add_insecure_port(address)
+        ca = Path(self.config.tls_client_ca).read_bytes() if self.config.tls_client_ca else None
+        credentials = grpc.ssl_server_credentials(
+            [(Path(self.config.tls_key).read_bytes(), Path(self.config.tls_cert).read_bytes())],
+            root_certificates=ca, require_client_auth=ca is not None)
+        return self.server.add_secure_port(address, credentials)
+
+    def _on_swap(self, runtime: BundleRuntime) -> None:
+        m = runtime.manifest
+        self.metrics.serving(m.version, m.method, m.routing, runtime.requested_providers, runtime.providers)
+        self._swaps += 1
+        if self._swaps > 1:
+            self.metrics.swaps.inc()
+
+    async def start(self) -> None:
+        """Bind, load + warm the bundle (NOT_SERVING meanwhile), then SERVING and watch for new versions."""
+        await self.health.set(False)
+        self.port = self._bind()
+        await self.server.start()
+        self.core.start()
+        if self.config.metrics_port is not None:
+            self.metrics_port = self.metrics.start(self.config.metrics_port, self.config.metrics_host)
+        try:
+            await self.registry.load(self.config.version)
+        except Exception:
+            await self.stop(0)
+            raise
+        await self.health.set(True)
+        if self.config.version is None and self.config.poll_interval_s > 0:
+            self._watcher = asyncio.get_running_loop().create_task(self.registry.watch(self.config.poll_interval_s))
+        runtime = self.registry.current
+        log.info("serving bundle version %d on port %d (metrics %s), providers %s", runtime.version, self.port,
+                 self.metrics_port, runtime.providers)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful drain: NOT_SERVING, refuse new RPCs, let in-flight ones finish up to `grace` seconds."""
+        grace = self.config.grace_s if grace is None else grace
+        await self.health.drain()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        await self.server.stop(grace)
+        await self.core.close()
+        self.registry.close()
+        self.metrics.stop()
+        self._infer_pool.shutdown(wait=False, cancel_futures=True)
+        self._load_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+def build_server(config: ServeConfig) -> InferenceServer:
+    return InferenceServer(config)
