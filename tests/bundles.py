@@ -4,6 +4,7 @@ with `export.manifest`. Fast (no training), and every routing of the contract is
 
 from __future__ import annotations
 
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -138,8 +139,10 @@ GRAPHS = {  # routing → {graph: (module class, example extra inputs, input spe
 def _export(module: nn.Module, extra: list[torch.Tensor], inputs: list[dict], outputs: list[dict], path: Path) -> None:
     names_in, names_out = [t["name"] for t in inputs], [t["name"] for t in outputs]
     example = (torch.rand(2, 3, IMG, IMG), *extra)
-    torch.onnx.export(module.eval(), example, str(path), dynamo=False, opset_version=17, input_names=names_in,
-                      output_names=names_out, dynamic_axes={n: {0: "batch"} for n in names_in + names_out})
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(module.eval(), example, str(path), dynamo=False, opset_version=17, input_names=names_in,
+                          output_names=names_out, dynamic_axes={n: {0: "batch"} for n in names_in + names_out})
 
 
 def write_bundle(root: Path, version: int, routing: str = "task", tasks_learned: int = 2, seed: int = 0) -> Path:
@@ -173,3 +176,100 @@ def write_bundle(root: Path, version: int, routing: str = "task", tasks_learned:
     })
     manifest.write(folder)
     return folder
+
+
+# -- running a server in-process (its own event loop in a thread; tests use ordinary sync stubs) ----------------
+class ServerThread:
+    """`serve.server.build_server(config)` on a private event loop; `stop()` drains it."""
+
+    def __init__(self, config) -> None:
+        import asyncio
+        import threading
+
+        from serve.server import build_server
+
+        self.loop = asyncio.new_event_loop()
+        self.server = None
+        ready = threading.Event()
+        self.error: BaseException | None = None
+
+        async def start():
+            self.server = build_server(config)
+            await self.server.start()
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            try:
+                self.loop.run_until_complete(start())
+            except BaseException as error:  # reported to the test by __init__
+                self.error = error
+                ready.set()
+                return
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        if not ready.wait(60):
+            raise TimeoutError("server did not start within 60 s")
+        if self.error is not None:
+            raise self.error
+        self.target = f"127.0.0.1:{self.server.port}"
+
+    def call(self, coroutine, timeout: float = 60):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def metrics_text(self) -> str:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.server.metrics.registry).decode()
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self.server is not None:
+            self.call(self.server.stop(grace))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels` in a Prometheus exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def oip_request(pb, model: str, inputs: dict, version: str = "", outputs: tuple[str, ...] = ()):
+    """A ModelInferRequest with raw inputs (numpy arrays; a list of bytes becomes a BYTES tensor)."""
+    import numpy as np
+
+    from serve.tensors import datatype_of, encode_bytes, to_raw
+
+    request = pb.ModelInferRequest(model_name=model, model_version=version, id="t")
+    for name, value in inputs.items():
+        if isinstance(value, list):
+            request.inputs.add(name=name, datatype="BYTES", shape=[len(value)])
+            request.raw_input_contents.append(encode_bytes(value))
+        else:
+            value = np.asarray(value)
+            request.inputs.add(name=name, datatype=datatype_of(value), shape=list(value.shape))
+            request.raw_input_contents.append(to_raw(value))
+    for name in outputs:
+        request.outputs.add(name=name)
+    return request
+
+
+def oip_outputs(response) -> dict:
+    """Raw outputs of a ModelInferResponse as numpy arrays by name."""
+    import numpy as np
+
+    from serve.tensors import DTYPES
+
+    return {o.name: np.frombuffer(raw, DTYPES[o.datatype]).reshape(list(o.shape))
+            for o, raw in zip(response.outputs, response.raw_output_contents)}
