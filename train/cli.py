@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .config import ConfigError, RunConfig, replace_path
 from .errors import UserError
-from .presets import PRESETS, preset
+from .presets import PRESETS, preset, reference_model_name
 
 # flag → config field (dotted); a tuple of flags shares one field.
 FLAG_FIELDS: dict[tuple[str, ...], str] = {
@@ -29,6 +29,7 @@ FLAG_FIELDS: dict[tuple[str, ...], str] = {
     ("--model",): "backbone.model",
     ("--original_model",): "backbone.original_model",
     ("--backbone_checkpoint", "--pretrained_checkpoint"): "backbone.checkpoint",
+    ("--mocov3_reference_norm",): "backbone.mocov3_reference_norm",
     ("--lr",): "optim.lr",
     ("--epochs",): "optim.epochs",
     ("--sched",): "optim.sched",
@@ -67,6 +68,8 @@ FLAG_FIELDS: dict[tuple[str, ...], str] = {
     ("--deepspeed_config", "--ds_config"): "deepspeed_config",
     ("--forgetting",): "forgetting",
 }
+FLAG_NOTES = {flag: " (LoRA presets: vit_base_patch16_224 is the reference LoRA code's augreg IN-21k→1k ViT-B/16)"
+              for flag in ("--model", "--original_model")}
 # Flags without a value that set a field to True.
 SWITCH_FIELDS: dict[str, str] = {
     "--larger_prompt_lr": "prompt.larger_prompt_lr",
@@ -112,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flags, path in FLAG_FIELDS.items():
         nargs = "+" if flags[0] in LIST_FLAGS else None
         parser.add_argument(*flags, dest=path, nargs=nargs, default=argparse.SUPPRESS, metavar="V",
-                            help=f"→ {path}")
+                            help=f"→ {path}{FLAG_NOTES.get(flags[0], '')}")
     for flag, path in SWITCH_FIELDS.items():
         parser.add_argument(flag, dest=path, action="store_const", const="true", default=argparse.SUPPRESS,
                             help=f"→ {path}=true")
@@ -140,12 +143,20 @@ def parse_invocation(argv: list[str]) -> Invocation:
     overrides = [tuple(item.split("=", 1)) for item in rest]
     inert = tuple(sorted(k.removeprefix("inert:") for k in args if k.startswith("inert:")))
     try:
-        for path, value in [(k, v) for k, v in args.items() if not k.startswith("inert:")] + overrides:
+        for path, value in [(k, _reference_value(config, k, v)) for k, v in args.items()
+                            if not k.startswith("inert:")] + overrides:
             config = replace_path(config, path, value)
         config = config.validate()
     except ConfigError as error:
         raise UserError(str(error)) from None
     return Invocation(config, dry_run, inert)
+
+
+def _reference_value(config: RunConfig, path: str, value):
+    """A flag's value as the reference meant it (model names depend on the method's trainer)."""
+    if path in ("backbone.model", "backbone.original_model"):
+        return reference_model_name(config.method, value)
+    return value
 
 
 def parse_or_exit(argv: list[str]) -> Invocation:

@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from .backbones.registry import MOCOV3_BACKBONE
+
 Stage = Literal["tii", "wtp"]
 Schedule = Literal["constant", "step", "cosine"]
 StatsMethod = Literal["multi-centroid", "covariance", "variance"]
@@ -36,7 +38,8 @@ class DataConfig:
 class BackboneConfig:
     model: str = "vit_glyph_patch8_32"  # instructed model (prompts/LoRA)
     original_model: str = "vit_glyph_patch8_32"  # uninstructed model (task-identity inference)
-    checkpoint: str = ""  # local pretrained weights; empty = the backbone's default location
+    checkpoint: str = ""  # local pretrained weights, or a timm hub name (hf-hub:..., timm:...); empty = default file
+    mocov3_reference_norm: bool = False  # the reference's MoCo v3 build: no final norm (checkpoint's norm dropped)
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,8 @@ class RunConfig:
         """Checks across sections, once all overrides are applied (each may be given in any order)."""
         _check(self.backbone.model == self.backbone.original_model,
                "--model and --original_model must name the same pretrained backbone (they share it)")
+        _check(not self.backbone.mocov3_reference_norm or self.backbone.model == MOCOV3_BACKBONE,
+               f"--mocov3_reference_norm reproduces the reference's MoCo v3 build: it needs --model {MOCOV3_BACKBONE}")
         _check(self.prompt.size >= self.data.num_tasks,
                f"prompt pool size {self.prompt.size} is smaller than num_tasks {self.data.num_tasks} (--size)")
         return self

@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from .backbones.registry import AUGREG_BACKBONE
 from .config import AlignmentConfig, BackboneConfig, DataConfig, LoraConfig, OptimConfig, PromptConfig, RunConfig
 from .errors import UserError
 
 _VIT_B = BackboneConfig(model="vit_base_patch16_224", original_model="vit_base_patch16_224")
+_AUGREG = BackboneConfig(model=AUGREG_BACKBONE, original_model=AUGREG_BACKBONE)
+LORA_METHODS = ("continual_lora", "hidelora")
 
 
 def _reference_hideprompt(
@@ -87,13 +90,14 @@ def _reference_lora(name: str, method: str, prefix: str) -> RunConfig:
     reference's broken defaults repaired: the dataset name, and `lora_momentum` (missing there) at the
     0.1 of the one reference script that runs. Stage 1 (when run by the pipeline) follows the reference
     scripts: ImageNet-R's TII network of `imr_hideprompt_5e` (MLP [2], 50 epochs); CIFAR's stage 1 was a
-    Continual-LoRA run, whose head on frozen features is a TII network without MLP (`[]`)."""
+    Continual-LoRA run, whose head on frozen features is a TII network without MLP (`[]`). The backbone is
+    the augreg IN-21k→1k ViT-B/16 the reference's LoRA code loads as `vit_base_patch16_224`."""
     dataset, tasks, batch = _DATASETS[prefix]
     return RunConfig(
         preset=name, method=method, output_dir="./output",
         data=DataConfig(dataset=dataset, data_path="/local_datasets/", num_tasks=tasks, batch_size=batch,
                         num_workers=4),
-        backbone=_VIT_B,
+        backbone=_AUGREG,
         optim=OptimConfig(lr=0.03, epochs=5, sched="constant", warmup_epochs=5, clip_grad=2.0),
         tii_optim=OptimConfig(lr=0.0005, epochs=50 if prefix == "imr" else 20, sched="constant"),
         prompt=PromptConfig(size=tasks, reg=0.01),
@@ -139,6 +143,12 @@ PRESETS: dict[str, Callable[[str], RunConfig]] = {
        for m in ("l2p", "dualprompt", "sprompt", "continual_lora", "hidelora")},
     "digits_joint": _digits_joint,
 }
+
+
+def reference_model_name(method: str, name: str) -> str:
+    """What a `--model`/`--original_model` name meant in the reference trainer of `method`: its LoRA code
+    registers `vit_base_patch16_224` with the augreg IN-21k→1k weights (`backbone.model=...` is taken literally)."""
+    return AUGREG_BACKBONE if method in LORA_METHODS and name == "vit_base_patch16_224" else name
 
 
 def tii_stage(config: RunConfig, name: str | None = None) -> RunConfig:

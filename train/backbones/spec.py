@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -24,3 +24,13 @@ class BackboneSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def final_norm(self) -> bool:
+        """Whether the ViT ends with its LayerNorm (timm's `final_norm`; the reference's MoCo v3 build does not)."""
+        return bool(dict(self.arch_kwargs).get("final_norm", True))
+
+    def without_final_norm(self) -> BackboneSpec:
+        """The same backbone built without the final LayerNorm: features are the raw last-block cls token."""
+        kwargs = tuple((k, v) for k, v in self.arch_kwargs if k != "final_norm") + (("final_norm", False),)
+        return replace(self, arch_kwargs=kwargs)
