@@ -205,7 +205,8 @@ def test_missing_backbone_checkpoint_names_file_source_and_layout(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["vit_base_patch16_224", "vit_base_patch16_224_21k_ibot", "vit_base_patch16_224_ibot",
-                                   "vit_base_patch16_224_dino", "vit_base_patch16_224_mocov3"])
+                                   "vit_base_patch16_224_dino", "vit_base_patch16_224_mocov3",
+                                   "vit_base_patch16_224_augreg_in21k_ft_in1k"])
 @pytest.mark.parametrize("name", [*SMOKE, "cifar100_l2p", "imr_dualprompt", "cub_sprompt_5e", "imr_hidelora"])
 def test_every_reference_backbone_and_dataset_resolves(name, model):
     from train.cli import parse_invocation
