@@ -57,9 +57,11 @@ class ClassifierServicer(pb_grpc.ContinualClassifierServicer):
                 has_pixels = request.HasField("pixel_values")
                 if has_pixels and request.images:
                     raise InvalidArgument("send images or pixel_values, not both.")
+                if not has_pixels and not request.images:
+                    raise InvalidArgument("send encoded images in `images` or a tensor in `pixel_values`.")
                 pixels = pixels_of(request.pixel_values) if has_pixels else None
                 images = None if has_pixels else list(request.images)
-                n = len(pixels) if pixels is not None and pixels.ndim else len(request.images)
+                n = (pixels.shape[0] if pixels.ndim else 0) if pixels is not None else len(request.images)
                 hints = np.full(n, request.task_hint, np.int64) if request.HasField("task_hint") else None
                 result = await self._core.pipeline(runtime, pixels, images, hints, context.time_remaining())
                 return pb.ClassifyResponse(

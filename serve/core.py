@@ -94,17 +94,19 @@ class InferenceCore:
             raise InvalidArgument(f"send exactly one of '{PIXEL_VALUES}' (FP32 [N,3,H,W]) or '{IMAGES}' "
                                   "(encoded JPEG/PNG bytes).")
         prep_s = 0.0
+        if images is not None and not images:
+            raise InvalidArgument(f"'{IMAGES}' is an empty batch: send at least one image.")
+        if pixels is not None:
+            runtime.check_pixels(pixels)
+        hints = self._hints(runtime, hints, len(images) if images is not None else len(pixels))
         if images is not None:
-            if not images:
-                raise InvalidArgument(f"'{IMAGES}' is an empty batch: send at least one image.")
             start = time.perf_counter()
             try:
                 pixels = await asyncio.to_thread(preprocess, images, runtime.manifest.preprocessing)
             except ImageError as error:
                 raise InvalidArgument(str(error)) from None
             prep_s = time.perf_counter() - start
-        runtime.check_pixels(pixels)
-        hints = self._hints(runtime, hints, len(pixels))
+            runtime.check_pixels(pixels)
         inputs = {PIXEL_VALUES: np.ascontiguousarray(pixels, np.float32), HINTS: hints}
         result = await self.batchers[PIPELINE].submit(runtime, inputs, self._deadline(timeout_s))
         self._observe(PIPELINE, result, prep_s)

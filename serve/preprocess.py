@@ -25,7 +25,10 @@ def decode(data: bytes, index: int = 0) -> Image.Image:
         if image.width * image.height > MAX_PIXELS:
             raise ImageError(f"image {index} is {image.width}x{image.height}: more than {MAX_PIXELS} pixels.")
         return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except UnidentifiedImageError:
+        raise ImageError(f"image {index} ({len(data)} bytes) is not in a format Pillow reads (JPEG, PNG, ...).") \
+            from None
+    except (OSError, SyntaxError, ValueError) as error:
         if isinstance(error, ImageError):
             raise
         raise ImageError(f"image {index} ({len(data)} bytes) is not a readable JPEG/PNG/...: {error}") from None
