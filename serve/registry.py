@@ -33,6 +33,7 @@ class ModelRegistry:
         self._current: BundleRuntime | None = None
         self._lock = asyncio.Lock()
         self._failed: dict[int, int] = {}  # version → manifest mtime when it failed (retried once rewritten)
+        self._high_water = 0  # newest version ever served: polling follows only versions above it
 
     @property
     def current(self) -> BundleRuntime | None:
@@ -72,6 +73,7 @@ class ModelRegistry:
                 self._on_failure(version, error)
                 raise
             self._current = runtime
+            self._high_water = max(self._high_water, version)
             if old is not None:
                 old.retire()
             self._on_swap(runtime)
@@ -90,10 +92,11 @@ class ModelRegistry:
             return 0
 
     async def poll_once(self) -> bool:
-        """Swap to a newer complete version if one appeared (a version that failed is retried once rewritten)."""
+        """Swap to a version newer than any served so far, if one appeared (an admin reload to an older version
+        sticks until a newer one is published; a version that failed is retried once its manifest is rewritten)."""
         versions = self.versions()
         current = self._current.version if self._current else 0
-        candidates = [v for v in versions if v > current and self._failed.get(v) != self._mtime(v)]
+        candidates = [v for v in versions if v > self._high_water and self._failed.get(v) != self._mtime(v)]
         if not candidates:
             return False
         try:

@@ -273,3 +273,21 @@ def oip_outputs(response) -> dict:
 
     return {o.name: np.frombuffer(raw, DTYPES[o.datatype]).reshape(list(o.shape))
             for o, raw in zip(response.outputs, response.raw_output_contents)}
+
+
+def start_server_process(root: Path, *args: str, timeout: float = 60.0):
+    """`python -m serve --bundle ROOT` on free ports; returns (process, port, metrics port) once it serves."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, free_port
+
+    port, metrics_port = free_port(), free_port()
+    process = subprocess.Popen([sys.executable, "-m", "serve", "--bundle", str(root), "--host", "127.0.0.1",
+                                "--port", str(port), "--metrics-port", str(metrics_port), "--log-level", "WARNING",
+                                *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = process.stdout.readline()  # the first line says it serves (or why it could not start)
+    if not line.startswith("serving"):
+        process.kill()
+        raise RuntimeError(f"server did not start: {line}{process.stdout.read()}")
+    return process, port, metrics_port
