@@ -72,15 +72,39 @@ class Client:
         return self.admin.Reload(pb.ReloadRequest(version=version), timeout=600, metadata=self.metadata)
 
 
-def accuracy(client: Client, pixels: np.ndarray, labels: np.ndarray, batch: int = 64) -> tuple[float, int]:
-    """% of `labels` the server's top-1 matches, and the bundle version that answered."""
-    hits, version = 0, 0
+@dataclass
+class Evaluation:
+    accuracy: float  # % of all images
+    average_task_accuracy: float  # mean over tasks of each task's accuracy (the training report's FAA)
+    images: int
+    version: int
+
+
+def evaluate(client: Client, pixels: np.ndarray, labels: np.ndarray, batch: int = 64) -> Evaluation:
+    """Top-1 accuracy of the served model on labelled `pixel_values` (class-incremental: no task hints)."""
+    predicted, version = [], 0
     for start in range(0, len(labels), batch):
         response = client.classify(pixels=pixels[start:start + batch], top_k=1)
-        predicted = np.array([p.top[0].class_id for p in response.predictions])
-        hits += int((predicted == labels[start:start + batch]).sum())
+        predicted += [p.top[0].class_id for p in response.predictions]
         version = response.bundle_version
-    return 100.0 * hits / len(labels), version
+    hits = np.array(predicted) == labels
+    task_of = np.asarray(client.info().class_to_task)[labels]
+    per_task = [hits[task_of == t].mean() for t in np.unique(task_of)]
+    return Evaluation(100.0 * hits.mean(), 100.0 * float(np.mean(per_task)), len(labels), version)
+
+
+def wait_ready(client: Client, timeout_s: float) -> None:
+    """Poll ModelInfo until the server answers (it loads and warms the bundle first), at most `timeout_s`."""
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.stub.ModelInfo(pb.ModelInfoRequest(), timeout=5, metadata=client.metadata)
+            return
+        except grpc.RpcError as error:
+            if time.monotonic() > end or error.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                                              grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise
+            time.sleep(0.2)
 
 
 def bench(client: Client, make_request, concurrency: int, duration_s: float | None, requests: int | None) -> dict:
@@ -130,6 +154,22 @@ def _print_predictions(names: list[str], response: pb.ClassifyResponse) -> None:
     print(f"bundle version {response.bundle_version}")
 
 
+def _evaluate(client: Client, npz: Path, results: Path | None) -> int:
+    data = np.load(npz)
+    e = evaluate(client, data["pixel_values"].astype(np.float32), data["labels"].astype(np.int64))
+    print(f"served accuracy on {e.images} test images (bundle version {e.version}): {e.accuracy:.2f}% of images, "
+          f"average over tasks {e.average_task_accuracy:.2f}%")
+    if results is None:
+        return 0
+    import json
+
+    trained = json.loads(results.read_text())["final_average_accuracy"]
+    same = abs(trained - e.average_task_accuracy) < 0.005
+    print(f"trained model (results.json final average accuracy): {trained:.2f}% → served "
+          f"{'equals' if same else 'DIFFERS FROM'} trained")
+    return 0 if same else 3
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m serve.client", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,6 +178,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tls-ca", type=Path, help="CA to verify the server (enables TLS)")
     p.add_argument("--tls-cert", type=Path, help="client certificate (mTLS)")
     p.add_argument("--tls-key", type=Path, help="client key (mTLS)")
+    p.add_argument("--wait-s", type=float, default=0, help="wait up to this long for the server to be ready")
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("classify", help="classify image files")
     c.add_argument("images", nargs="+", type=Path)
@@ -148,6 +189,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     r.add_argument("--version", type=int, default=0, help="0: the newest under the bundle root")
     e = sub.add_parser("evaluate", help="accuracy on an .npz with pixel_values [N,3,H,W] and labels [N]")
     e.add_argument("npz", type=Path)
+    e.add_argument("--results", type=Path, help="the training run's results.json: compare with its final accuracy")
     b = sub.add_parser("bench", help="bounded load generator: throughput and p50/p95/p99")
     b.add_argument("--concurrency", type=int, default=8)
     b.add_argument("--duration", type=float, help="seconds")
@@ -160,6 +202,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> int:
     token = args.token_file.read_text().splitlines()[0].strip() if args.token_file else None
     client = Client.connect(args.target, token, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key)
+    if args.wait_s:
+        wait_ready(client, args.wait_s)
     if args.command == "classify":
         response = client.classify([f.read_bytes() for f in args.images], task_hint=args.task_hint, top_k=args.top_k)
         _print_predictions([str(f) for f in args.images], response)
@@ -168,9 +212,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "reload":
         print(client.reload(args.version))
     elif args.command == "evaluate":
-        data = np.load(args.npz)
-        acc, version = accuracy(client, data["pixel_values"].astype(np.float32), data["labels"])
-        print(f"served accuracy {acc:.2f}% on {len(data['labels'])} images (bundle version {version})")
+        return _evaluate(client, args.npz, args.results)
     else:
         if args.images:
             payload = [f.read_bytes() for f in args.images]
