@@ -35,7 +35,8 @@ class Width(NamedTuple):
 def optimize(source: Path, target: Path, width: Width) -> str:
     from onnxruntime.transformers.optimizer import optimize_model
 
-    model = optimize_model(onnx.load(str(source)), model_type="vit", num_heads=width.num_heads,
+    # From the path: given a loaded ModelProto, the optimizer leaves large constants as dangling external data.
+    model = optimize_model(str(source), model_type="vit", num_heads=width.num_heads,
                            hidden_size=width.hidden_size, opt_level=1)
     model.save_model_to_file(str(target))
     ops = Counter(n.op_type for n in model.model.graph.node)
