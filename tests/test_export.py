@@ -47,8 +47,9 @@ def export(run: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
 def bundles(runs, tmp_path_factory) -> dict[str, Path]:
     """The bundle version of each run (HiDe-Prompt with every variant and a Triton repository)."""
     root = tmp_path_factory.mktemp("bundles")
+    extras = {"hideprompt": ["--triton-repo", str(root / "triton")], "l2p": ["--variants", "ort-optimized"]}
     for method, run in runs.items():
-        extra = ["--triton-repo", str(root / "triton")] if method == "hideprompt" else ["--variants", ""]
+        extra = extras.get(method, ["--variants", ""])
         done = export(run, root / method, *extra)
         assert done.returncode == 0, done.stderr[-2000:]
     return {m: root / m / "5" for m in METHODS}
@@ -108,10 +109,30 @@ def test_variants_are_measured_and_published_with_hashes(bundles):
     manifest = load_manifest(bundles["hideprompt"])  # verifies every variant file's SHA-256 too
     published = {v.name for v in manifest.variants}
     assert published | set(manifest.rejected_variants) == {"ort-optimized", "fp16", "int8"}
+    assert "ort-optimized" in published and "fp16" in published  # both are exact to fp32 rounding here
     for variant in manifest.variants:
         assert variant.class_agreement >= 0.99 and variant.measurement.images_per_second > 0
         for graph in variant.graphs.values():
             assert (bundles["hideprompt"] / graph.file).is_file()
+    l2p = load_manifest(bundles["l2p"])  # key matching + gathered prompt tokens optimise too
+    assert [v.name for v in l2p.variants] == ["ort-optimized"] and not l2p.rejected_variants
+
+
+def test_a_variant_that_disagrees_is_not_published(bundles, tmp_path):
+    """Against reference predictions it cannot match, the variant is rejected, says why, and leaves no files."""
+    from export.parity import Comparison
+    from export.variants import Width, build_variants
+
+    manifest = load_manifest(bundles["l2p"])
+    folder = tmp_path / "5"
+    subprocess.run(["cp", "-r", str(bundles["l2p"]), str(folder)], check=True)
+    images = np.random.default_rng(0).normal(size=(16, 3, 32, 32)).astype(np.float32)
+    wrong = Comparison(manifest.parity, accuracy=100.0, predictions=np.full(16, -1))
+    published, rejected = build_variants(folder, manifest.graphs, manifest.routing, Width(4, 128), images,
+                                         np.zeros(16, dtype=np.int64), wrong, manifest.measurement, ("int8",),
+                                         log=lambda _: None)
+    assert published == [] and "agreement with fp32 0.0000" in rejected["int8"]
+    assert not (folder / "variants" / "int8").exists()
 
 
 def test_tampered_graph_is_refused(bundles, tmp_path):
