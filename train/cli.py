@@ -67,6 +67,7 @@ FLAG_FIELDS: dict[tuple[str, ...], str] = {
     ("--trained_original_model",): "trained_original_model",
     ("--deepspeed_config", "--ds_config"): "deepspeed_config",
     ("--forgetting",): "forgetting",
+    ("--until_task",): "until_task",
 }
 FLAG_NOTES = {flag: " (LoRA presets: vit_base_patch16_224 is the reference LoRA code's augreg IN-21k→1k ViT-B/16)"
               for flag in ("--model", "--original_model")}

@@ -129,6 +129,7 @@ class RunConfig:
     deepspeed_config: str = "fp32"  # a name in ds_configs/ or a path
     forgetting: Forgetting = "textbook"
     resume: bool = False
+    until_task: int = 0  # stop after this task (1-based; 0 = every task): with resume, learn the next task(s)
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -148,6 +149,8 @@ class RunConfig:
                "--model and --original_model must name the same pretrained backbone (they share it)")
         _check(not self.backbone.mocov3_reference_norm or self.backbone.model == MOCOV3_BACKBONE,
                f"--mocov3_reference_norm reproduces the reference's MoCo v3 build: it needs --model {MOCOV3_BACKBONE}")
+        _check(0 <= self.until_task <= self.data.num_tasks,
+               f"--until_task {self.until_task} is outside 1..{self.data.num_tasks} (0 = every task)")
         _check(self.prompt.size >= self.data.num_tasks,
                f"prompt pool size {self.prompt.size} is smaller than num_tasks {self.data.num_tasks} (--size)")
         return self

@@ -206,9 +206,10 @@ def run(config: RunConfig, ctx: DistContext) -> dict:
     log.event("start", f"{config.preset}: stage {config.stage}, method {method_key(config)}, "
               f"{split.num_tasks} tasks, {ctx.world_size} rank(s) on {ctx.device} "
               f"({torch.get_num_threads()} threads each)", config=config.to_dict())
-    for task in range(start, split.num_tasks):
+    end = config.until_task or split.num_tasks
+    for task in range(start, end):
         run_task(method, task, data, split, statistics, progress, config, ctx, backbone, log)
-    return finish(progress, config, split, ctx, log)
+    return finish(progress, config, split, ctx, log, max(end, start))
 
 
 def _resume(method, statistics, config, last, backbone: LoadedBackbone, log: RunLog) -> Progress:
@@ -254,17 +255,20 @@ def run_task(method, task, data, split, statistics, progress: Progress, config: 
     barrier()
 
 
-def finish(progress: Progress, config: RunConfig, split: TaskSplit, ctx: DistContext, log: RunLog) -> dict:
-    A = progress.accuracy
+def finish(progress: Progress, config: RunConfig, split: TaskSplit, ctx: DistContext, log: RunLog,
+           tasks_trained: int) -> dict:
+    """Results over the tasks trained so far (all of them unless the run stopped early with `until_task`)."""
+    A = progress.accuracy[:tasks_trained, :tasks_trained]
     results = {
         "preset": config.preset,
         "stage": config.stage,
-        **summarize(A, progress.task_identity, config.forgetting),
+        "tasks_trained": tasks_trained,
+        **summarize(A, progress.task_identity[:tasks_trained, :tasks_trained], config.forgetting),
         "forgetting_convention": config.forgetting,
         "accuracy_matrix": A.tolist(),
         "average_accuracy_per_task": average_accuracies(A).tolist(),
-        "pre_alignment_accuracy_matrix": progress.pre_alignment_accuracy.tolist(),
-        "task_identity_matrix": progress.task_identity.tolist(),
+        "pre_alignment_accuracy_matrix": progress.pre_alignment_accuracy[:tasks_trained, :tasks_trained].tolist(),
+        "task_identity_matrix": progress.task_identity[:tasks_trained, :tasks_trained].tolist(),
         "task_classes": [list(c) for c in split.task_classes],
         "world_size": ctx.world_size,
         "device": str(ctx.device),
@@ -280,7 +284,7 @@ def finish(progress: Progress, config: RunConfig, split: TaskSplit, ctx: DistCon
         plot_accuracy_matrix(A, f"{config.output_dir}/accuracy_matrix.png",
                              f"{config.preset} ({config.stage}): FAA {results['final_average_accuracy']:.1f}%")
         log.event("finish", f"accuracy matrix (rows: task, columns: after task)\n"
-                  f"{format_matrix(A, split.num_tasks - 1)}\n"
+                  f"{format_matrix(A, tasks_trained - 1)}\n"
                   f"FAA {results['final_average_accuracy']:.2f}%  CAA {results['cumulative_average_accuracy']:.2f}%  "
                   f"Acc@task {results['task_identity_accuracy']:.2f}%  forgetting {results['final_forgetting']:.2f} "
                   f"({config.forgetting})  BWT {results['backward_transfer']:.2f}  → {config.output_dir}/results.json",
