@@ -29,7 +29,7 @@ from .manifest import (
     TensorSpec,
     file_sha256,
 )
-from .parity import compare, describe_failure
+from .parity import Comparison, compare, describe_failure
 from .restore import RestoredRun, restore
 from .runtime import OnnxTwoStep, throughput
 from .variants import VARIANTS, Width, build_variants
@@ -40,14 +40,22 @@ DTYPES = {onnx.TensorProto.FLOAT: "FP32", onnx.TensorProto.FLOAT16: "FP16", onnx
           onnx.TensorProto.INT32: "INT32", onnx.TensorProto.BOOL: "BOOL", onnx.TensorProto.UINT8: "UINT8"}
 
 
+class Refused(UserError):
+    """The bundle was built but must not be published (parity failed, or a guard rail said no)."""
+
+
 def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, onnxruntime CPU"
 
 
 def export_bundle(run_dir: str | Path, out_root: str | Path, task: int | None = None, version: int | None = None,
                   backbone_checkpoint: str | None = None, variants: tuple[str, ...] = tuple(VARIANTS),
-                  parity_samples: int = 2000, log: Callable[[str], None] = print) -> Path:
-    """Export the run after `task` (default: last completed) as `<out_root>/<version>` (default: tasks learned)."""
+                  parity_samples: int = 2000, log: Callable[[str], None] = print,
+                  gate: Callable[[Manifest], None] | None = None) -> Path:
+    """Export the run after `task` (default: last completed) as `<out_root>/<version>` (default: tasks learned).
+
+    `gate` sees the finished manifest before publication and raises `Refused` to keep the version out.
+    """
     run = restore(run_dir, task, backbone_checkpoint)
     version = version or run.task + 1
     final = Path(out_root) / str(version)
@@ -61,15 +69,17 @@ def export_bundle(run_dir: str | Path, out_root: str | Path, task: int | None = 
         seen = run.split.seen_mask(run.task)
         result = compare(run.method, seen, runner, images, labels, run.config.data.dataset)
         if not result.parity.passed:
-            raise UserError(describe_failure(result.parity) + "; nothing was written.")
+            raise Refused(describe_failure(result.parity) + "; nothing was written.")
         log(f"parity: {result.parity.samples} images, router agreement {result.parity.router_task_agreement}, "
             f"class agreement {result.parity.class_agreement:.4f}, max |Δlogit| {result.parity.max_abs_logit_diff:.2e}")
-        measurement = measure(runner, images.numpy(), result.accuracy)
+        measurement = measure(runner, images.numpy(), result)
         vit = run.backbone.vit
         width = Width(vit.blocks[0].attn.num_heads, vit.num_features)
         built, rejected = build_variants(folder, graphs, run.method.routing, width, images.numpy(), labels.numpy(),
                                          result, measurement, variants, log)
         manifest = build_manifest(run, version, graphs, result.parity, measurement, built, rejected)
+        if gate is not None:
+            gate(manifest)
         manifest.write(folder)
     log(f"bundle version {version} → {final} (served accuracy {result.accuracy:.2f}%, "
         f"{measurement.images_per_second:.0f} images/s at batch {BENCH_BATCH})")
@@ -136,9 +146,10 @@ def graph_spec(path: Path) -> GraphSpec:
                      outputs=tensors(model.graph.output), opset=opset, exporter=EXPORTER)
 
 
-def measure(runner: OnnxTwoStep, images, accuracy: float) -> Measurement:
-    return Measurement(accuracy=accuracy, images_per_second=throughput(runner, images, BENCH_BATCH),
-                       batch_size=BENCH_BATCH, machine=machine())
+def measure(runner: OnnxTwoStep, images, result: Comparison) -> Measurement:
+    return Measurement(accuracy=result.accuracy, accuracy_per_task=result.accuracy_per_task,
+                       images_per_second=throughput(runner, images, BENCH_BATCH), batch_size=BENCH_BATCH,
+                       machine=machine())
 
 
 def class_names(run: RestoredRun) -> list[str]:

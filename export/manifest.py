@@ -98,6 +98,7 @@ class Parity(_Strict):
 
 class Measurement(_Strict):
     accuracy: float  # % on the test split of the tasks learned, class-incremental
+    accuracy_per_task: list[float] | None = None  # % on each learned task's test images (what guard rails compare)
     images_per_second: float
     batch_size: int
     machine: str

@@ -22,6 +22,12 @@ class Comparison:
     parity: Parity
     accuracy: float  # % of the served (onnxruntime) top-1 classes that are right
     predictions: np.ndarray  # served top-1 classes
+    accuracy_per_task: list[float]  # the same per learned task (test images of that task's classes)
+
+
+def per_task_accuracy(predictions: np.ndarray, labels: np.ndarray, class_to_task: np.ndarray) -> list[float]:
+    tasks = class_to_task[labels]
+    return [float((predictions[tasks == t] == labels[tasks == t]).mean() * 100) for t in range(tasks.max() + 1)]
 
 
 @torch.no_grad()
@@ -59,7 +65,9 @@ def compare(method: ContinualMethod, seen: torch.Tensor, runner: OnnxTwoStep, im
     parity = Parity(dataset=dataset, samples=len(labels), tolerance=TOLERANCE, router_task_agreement=route_agreement,
                     class_agreement=class_agreement, max_abs_logit_diff=logit_diff,
                     router_max_abs_logit_diff=router_diff, passed=passed)
-    return Comparison(parity, float((served == labels.numpy()).mean() * 100), served)
+    labels = labels.numpy()
+    return Comparison(parity, float((served == labels).mean() * 100), served,
+                      per_task_accuracy(served, labels, method.class_to_task.numpy()))
 
 
 def describe_failure(parity: Parity) -> str:

@@ -92,7 +92,8 @@ def build_variants(folder: Path, graphs: dict[str, GraphSpec], routing: str, wid
                     graphs={k: g.model_copy(update={"file": f"variants/{name}/{g.file}",
                                                     "sha256": file_sha256(target / g.file)})
                             for k, g in graphs.items()},
-                    measurement=measurement.model_copy(update={"accuracy": accuracy, "images_per_second": speed})))
+                    measurement=measurement.model_copy(
+                        update={"accuracy": accuracy, "accuracy_per_task": None, "images_per_second": speed})))
         if name in rejected:
             log(f"variant {name}: not published ({rejected[name]})")
             _remove(target)
