@@ -26,6 +26,7 @@ from .metrics import Metrics
 from .oip import InferenceServicer
 from .oip import pb as oip_pb
 from .oip import pb_grpc as oip_grpc
+from .protos import pool
 from .registry import ModelRegistry
 from .runtime import BundleRuntime
 
@@ -60,7 +61,7 @@ class InferenceServer:
         names = [oip_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
                  *(s.full_name for s in continual_pb.DESCRIPTOR.services_by_name.values()),
                  "grpc.health.v1.Health", reflection.SERVICE_NAME]
-        reflection.enable_server_reflection(names, self.server)
+        reflection.enable_server_reflection(names, self.server, pool=pool())
 
     def _bind(self) -> int:
         address = f"{self.config.host}:{self.config.port}"

@@ -1,5 +1,5 @@
-"""Third-party clients against `python -m serve` in a subprocess: tritonclient[grpc] (in its own process: its
-`inference` protos clash with ours) and grpcurl through reflection."""
+"""Third-party clients against `python -m serve` in a subprocess: tritonclient[grpc] (run in its own process, as a
+user would) and grpcurl through reflection."""
 
 from __future__ import annotations
 
@@ -121,3 +121,19 @@ def test_in_process_client_reaches_the_subprocess(served):
     with pytest.raises(grpc.RpcError) as error:
         Client.connect(target).classify(pixels=np.zeros((1, 3, IMG + 1, IMG), np.float32))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tritonclient") is None, reason="tritonclient[grpc] not installed")
+def test_our_stubs_and_tritonclient_share_a_process(served):
+    """Our stubs use a private descriptor pool, so importing tritonclient next to them does not clash."""
+    _, target = served
+    code = ("import sys, numpy as np\nfrom serve.protos import load\npb, _ = load('inference')\n"
+            "import tritonclient.grpc as triton\n"
+            f"x = triton.InferInput('pixel_values', [1, 3, {IMG}, {IMG}], 'FP32')\n"
+            f"x.set_data_from_numpy(np.zeros((1, 3, {IMG}, {IMG}), np.float32))\n"
+            "r = triton.InferenceServerClient(sys.argv[1]).infer('pipeline', [x])\n"
+            "print(r.as_numpy('class_id').tolist(), pb.ServerLiveRequest.DESCRIPTOR.full_name)\n")
+    run = subprocess.run([sys.executable, "-c", code, target], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("]")[1].strip() == "inference.ServerLiveRequest"
