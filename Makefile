@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 SEEDS ?= 42 40 44
 
-.PHONY: setup protos serve serve-bench test test-fast demo results compare train pretrain probe lint clean distclean
+.PHONY: setup protos serve serve-bench test test-fast demo results compare train pretrain probe export learn-next lint clean distclean
 
 setup: $(STAMP)
 
