@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+DECISIONS = "decisions.jsonl"  # in a bundle root: export.promote's publication decisions, one JSON per line
 
 # Graph input/output names (also the Open Inference Protocol tensor names the server exposes).
 PIXEL_VALUES = "pixel_values"  # FP32 [N, 3, H, W], preprocessed per `preprocessing`

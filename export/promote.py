@@ -1,4 +1,4 @@
-"""`python -m export.promote RUN --bundle ROOT [--max-drop 2]`: publish a run's newest task as a bundle version
+"""`python -m export.promote RUN --bundle ROOT [--max-drop 5]`: publish a run's newest task as a bundle version
 only if it holds up against the version being served, and record the decision.
 
 Guard rails, checked before anything is published (a running server follows only published versions):
@@ -21,10 +21,8 @@ from pathlib import Path
 from train.errors import UserError
 
 from .bundle import Refused, export_bundle
-from .manifest import Manifest, bundle_versions, load_manifest
+from .manifest import DECISIONS, Manifest, bundle_versions, load_manifest
 from .restore import last_completed_task
-
-DECISIONS = "decisions.jsonl"
 
 
 @dataclass
@@ -68,7 +66,7 @@ def guard(previous: Manifest | None, max_drop: float, decision: Decision) -> Cal
     return check
 
 
-def promote(run_dir: str | Path, root: str | Path, max_drop: float = 2.0, variants: tuple[str, ...] = (),
+def promote(run_dir: str | Path, root: str | Path, max_drop: float = 5.0, variants: tuple[str, ...] = (),
             log: Callable[[str], None] = print) -> Decision:
     """Export the run's newest task behind the guard rails; record and return the decision."""
     run_dir, root = Path(run_dir), Path(root)
@@ -104,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.promote", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
     parser.add_argument("--bundle", required=True, help="the bundle root the server watches")
-    parser.add_argument("--max-drop", type=float, default=2.0,
+    parser.add_argument("--max-drop", type=float, default=5.0,
                         help="largest allowed drop (points) of the mean accuracy on already-served tasks")
     parser.add_argument("--variants", default="", help="variants to build too (comma-separated; default none)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
