@@ -21,6 +21,7 @@ from .classifier_service import pb as continual_pb
 from .classifier_service import pb_grpc as continual_grpc
 from .config import ServeConfig
 from .core import InferenceCore
+from .decisions import DecisionCollector
 from .health import Health
 from .metrics import Metrics
 from .oip import InferenceServicer
@@ -37,6 +38,7 @@ class InferenceServer:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.metrics = Metrics()
+        self.metrics.registry.register(DecisionCollector(config.bundle_root))  # the deployment loop's decisions
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")  # one batch at a time uses all cores
         self._load_pool = ThreadPoolExecutor(1, thread_name_prefix="bundle-load")
         self.registry = ModelRegistry(config, self._load_pool, on_swap=self._on_swap,

@@ -127,7 +127,7 @@ def test_a_variant_that_disagrees_is_not_published(bundles, tmp_path):
     folder = tmp_path / "5"
     subprocess.run(["cp", "-r", str(bundles["l2p"]), str(folder)], check=True)
     images = np.random.default_rng(0).normal(size=(16, 3, 32, 32)).astype(np.float32)
-    wrong = Comparison(manifest.parity, accuracy=100.0, predictions=np.full(16, -1))
+    wrong = Comparison(manifest.parity, accuracy=100.0, predictions=np.full(16, -1), accuracy_per_task=[])
     published, rejected = build_variants(folder, manifest.graphs, manifest.routing, Width(4, 128), images,
                                          np.zeros(16, dtype=np.int64), wrong, manifest.measurement, ("int8",),
                                          log=lambda _: None)
