@@ -98,8 +98,8 @@ EXPORT_ARGS ?=
 export: setup  ## a trained run → a new bundle version (parity-checked ONNX graphs + manifest)
 	$(PY) -m export $(RUN) --out $(BUNDLES) $(if $(TASK),--task $(TASK)) $(EXPORT_ARGS)
 
-# make learn-next RUN=<run> BUNDLE=<bundle root> [MAX_DROP=2]: the continual deployment loop's one step.
-MAX_DROP ?= 2
+# make learn-next RUN=<run> BUNDLE=<bundle root> [MAX_DROP=5]: the continual deployment loop's one step.
+MAX_DROP ?= 5
 
 learn-next: setup  ## train the run's next task, then publish it to BUNDLE only if it passes the guard rails
 	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/next_task.py $(RUN)
