@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 SEEDS ?= 42 40 44
 
-.PHONY: setup protos serve serve-bench test test-fast demo results compare train pretrain probe export learn-next lint clean distclean
+.PHONY: setup protos serve serve-bench test test-fast demo results compare train pretrain probe export learn-next bench lint clean distclean
 
 setup: $(STAMP)
 
@@ -104,6 +104,12 @@ MAX_DROP ?= 5
 learn-next: setup  ## train the run's next task, then publish it to BUNDLE only if it passes the guard rails
 	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/next_task.py $(RUN)
 	$(PY) -m export.promote $(RUN) --bundle $(BUNDLE) --max-drop $(MAX_DROP)
+
+# Benchmarks (issue #8): bounded suite → BENCHMARKS.md (committed) + output/bench/benchmarks.json (git-ignored).
+BENCH_TIMEOUT_S ?= 900
+
+bench: pretrain  ## train → export → serve, measured against this machine's limits (≤ 15 min, loopback only)
+	timeout $(BENCH_TIMEOUT_S) $(PY) -m export.bench
 
 lint: setup
 	$(VENV)/bin/ruff check train export serve tests
