@@ -6,6 +6,7 @@ tensor indexing. The low-rank product is applied as `(x·A)·B`: no per-sample `
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -78,3 +79,18 @@ def lora_features(vit: VisionTransformer, x: torch.Tensor, a: torch.Tensor, b: t
         x = x + block.drop_path1(block.ls1(attended))
         x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
     return vit.forward_head(vit.norm(x), pre_logits=True)
+
+
+@torch.no_grad()
+def merge_lora(vit: VisionTransformer, a: torch.Tensor, b: torch.Tensor, scaling: float) -> VisionTransformer:
+    """A copy of `vit` with one slot's deltas merged into its frozen `qkv` weights: `W_k += s·(A_k·B_k)ᵀ`, the
+    same for `W_v`, in blocks `0..L-1` (`a: (2, L, D, r)`, `b: (2, L, r, D)`). Its plain forward then equals
+    `lora_features(vit, x, a, b, scaling)`; `vit` itself is left as it was."""
+    merged = copy.deepcopy(vit)
+    dim = vit.embed_dim
+    for layer in range(a.shape[1]):
+        weight = merged.blocks[layer].attn.qkv.weight  # (3D, D): rows of q, then k, then v
+        for kv in (0, 1):
+            delta = (a[kv, layer].to(weight) @ b[kv, layer].to(weight)) * scaling  # (D, D): x·ΔW
+            weight[(kv + 1) * dim : (kv + 2) * dim] += delta.T
+    return merged
