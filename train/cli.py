@@ -12,9 +12,9 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from .config import ConfigError, RunConfig, replace_path
+from .config import ConfigError, FewShotRunConfig, RunConfig, replace_path
 from .errors import UserError
-from .presets import PRESETS, preset, reference_model_name
+from .presets import FEW_SHOT_PRESETS, PRESETS, few_shot_preset, preset, reference_model_name
 
 # flag → config field (dotted); a tuple of flags shares one field.
 FLAG_FIELDS: dict[tuple[str, ...], str] = {
@@ -167,3 +167,79 @@ def parse_or_exit(argv: list[str]) -> Invocation:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 
+
+
+# -- train/fsl.py: the reference's few-shot flags (configs/*_few_shot_lora.py) → FewShotConfig fields ----------
+FEW_SHOT_FLAG_FIELDS: dict[str, str] = {f"--{name}": f"fewshot.{name}" for name in (
+    "datasets", "continual_classes_per_dataset", "few_shot_classes_per_dataset", "tasks_per_dataset",
+    "vanilla_model_output_dir", "shared_model_output_dir", "num_shots", "num_ways", "num_episodes", "num_queries",
+    "num_fs_epochs", "fs_lr", "fs_backbone", "few_shot_dataset_idx", "few_class_idx")}
+# The reference declares these `type=list` (`--few_class_idx 160 161` became [['1','6','0'], ...]): here they
+# take one or more values (spaces or commas), as does --fs_backbone (the backbones then run in turn).
+FEW_SHOT_LIST_FLAGS = {"--datasets", "--continual_classes_per_dataset", "--few_shot_classes_per_dataset",
+                       "--tasks_per_dataset", "--fs_backbone", "--few_class_idx"}
+FEW_SHOT_SWITCHES = {f"--{name}": f"fewshot.{name}" for name in ("train_vanilla", "train_shared", "train_few_shot")}
+FEW_SHOT_INERT = ("--init_lr", "--eval")
+
+
+@dataclass(frozen=True)
+class FewShotInvocation:
+    config: FewShotRunConfig
+    dry_run: bool
+    inert: tuple[str, ...]
+
+
+def build_few_shot_parser() -> argparse.ArgumentParser:
+    parser = build_parser()
+    parser.prog = "train/fsl.py"
+    parser.description = ("The few-shot LoRA study: upstream vanilla and shared-LoRA models, then few-shot episodes "
+                          "on held-out classes. Flags as in train/main.py, plus the reference's few-shot flags.")
+    parser.epilog = f"presets: {', '.join(sorted(FEW_SHOT_PRESETS))}"
+    for flag, path in FEW_SHOT_FLAG_FIELDS.items():
+        parser.add_argument(flag, dest=path, nargs="+" if flag in FEW_SHOT_LIST_FLAGS else None, metavar="V",
+                            default=argparse.SUPPRESS, help=f"→ {path}")
+    for flag, path in FEW_SHOT_SWITCHES.items():
+        parser.add_argument(flag, dest=path, action="store_const", const="true", default=argparse.SUPPRESS,
+                            help=f"→ {path}=true")
+    for flag in FEW_SHOT_INERT:
+        parser.add_argument(flag, dest=f"inert:{flag}", nargs="*", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_few_shot_invocation(argv: list[str]) -> FewShotInvocation:
+    """`PRESET [flags] [key=value]` → FewShotRunConfig; `fewshot.*` keys set the study, the rest the run."""
+    parser = build_few_shot_parser()
+    namespace, rest = parser.parse_known_args(argv)
+    unknown = [item for item in rest if item.startswith("-") or "=" not in item]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (see --help; overrides are key=value)")
+    args = vars(namespace)
+    if args.pop("train_inference_task_only"):
+        raise UserError("--train_inference_task_only belongs to train/main.py (HiDe stage 1), not to train/fsl.py")
+    config, dry_run = few_shot_preset(args.pop("preset")), args.pop("dry_run")
+    args.pop("local_rank")
+    inert = tuple(sorted(k.removeprefix("inert:") for k in args if k.startswith("inert:")))
+    items = [(k, v) for k, v in args.items() if not k.startswith("inert:")] + [tuple(i.split("=", 1)) for i in rest]
+    run, fewshot = config.run, config.fewshot
+    try:
+        for path, value in items:
+            if path.startswith("fewshot."):
+                fewshot = replace_path(fewshot, path.removeprefix("fewshot."), value, "fewshot.")
+            else:
+                run = replace_path(run, path, _reference_value(run, path, value))
+        given_tasks = run.data.num_tasks if "data.num_tasks" in dict(items) else None
+        if given_tasks is not None and given_tasks != fewshot.num_upstream_tasks:
+            raise ConfigError(f"--num_tasks {given_tasks} disagrees with --tasks_per_dataset "
+                              f"{list(fewshot.tasks_per_dataset)} (the upstream tasks are their sum)")
+        config = FewShotRunConfig(run, fewshot).validate()
+    except ConfigError as error:
+        raise UserError(str(error)) from None
+    return FewShotInvocation(config, dry_run, inert)
+
+
+def parse_few_shot_or_exit(argv: list[str]) -> FewShotInvocation:
+    try:
+        return parse_few_shot_invocation(argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

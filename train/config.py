@@ -235,3 +235,92 @@ def parse_bool(value: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"'{value}' is not a boolean (use True or False)")
+
+
+FewShotBackbone = Literal["vanilla", "shared", "vanilla+shared"]
+FEW_SHOT_BACKBONES = ("vanilla", "shared", "vanilla+shared")
+
+
+@dataclass(frozen=True)
+class FewShotConfig:
+    """The few-shot LoRA study (`train/fsl.py`): upstream continual data, the stages to run, the episodes.
+
+    Upstream dataset i keeps its classes `0..continual_i-1` (native labels) for continual learning, offset
+    behind the previous datasets' continual classes; its classes `continual_i..continual_i+few_shot_i-1` are
+    held out. Episodes draw `num_ways` classes from `few_class_idx` (native labels of dataset
+    `few_shot_dataset_idx`, all held out).
+    """
+
+    datasets: tuple[str, ...] = ("Split-Imagenet-R",)
+    continual_classes_per_dataset: tuple[int, ...] = (160,)
+    few_shot_classes_per_dataset: tuple[int, ...] = (40,)
+    tasks_per_dataset: tuple[int, ...] = (8,)
+    train_vanilla: bool = False
+    train_shared: bool = False
+    train_few_shot: bool = False
+    vanilla_model_output_dir: str = "./output/vanilla_model"
+    shared_model_output_dir: str = "./output/shared_model"
+    shared_lora_lr_scale: float = 0.1  # the shared model's LoRA learns at 0.1·lr, its head at lr (as the reference)
+    fs_backbone: tuple[str, ...] = ("shared",)  # one or more of FEW_SHOT_BACKBONES, run in turn
+    few_shot_dataset_idx: int = 0
+    few_class_idx: tuple[int, ...] = (160, 161, 162, 163, 164)
+    num_ways: int = 5
+    num_shots: int = 5
+    num_queries: int = 100  # per class, at most the test images available
+    num_episodes: int = 100
+    num_fs_epochs: int = 20
+    fs_lr: float = 0.001
+
+    def __post_init__(self) -> None:
+        for name in ("num_shots", "num_queries", "num_episodes", "num_fs_epochs"):
+            _check(getattr(self, name) >= 1, f"--{name} must be at least 1")
+        _check(self.fs_lr > 0 and self.shared_lora_lr_scale > 0, "--fs_lr and shared_lora_lr_scale must be positive")
+        _check(bool(self.fs_backbone) and all(b in FEW_SHOT_BACKBONES for b in self.fs_backbone),
+               f"--fs_backbone must be among {', '.join(FEW_SHOT_BACKBONES)} (got {list(self.fs_backbone)})")
+
+    def validate(self) -> FewShotConfig:
+        """Checks across fields, once all flags are applied (each may be given in any order)."""
+        n = len(self.datasets)
+        _check(n >= 1, "--datasets needs at least one dataset")
+        for name in ("continual_classes_per_dataset", "few_shot_classes_per_dataset", "tasks_per_dataset"):
+            _check(len(getattr(self, name)) == n, f"--{name} needs one value per dataset ({n}: {list(self.datasets)})")
+        _check(all(c >= t >= 1 for c, t in zip(self.continual_classes_per_dataset, self.tasks_per_dataset)),
+               "every dataset needs at least one task and at least one continual class per task")
+        _check(0 <= self.few_shot_dataset_idx < n, f"--few_shot_dataset_idx must index --datasets (0..{n - 1})")
+        held_out = range(self.continual_classes_per_dataset[self.few_shot_dataset_idx],
+                         self.continual_classes_per_dataset[self.few_shot_dataset_idx]
+                         + self.few_shot_classes_per_dataset[self.few_shot_dataset_idx])
+        outside = [c for c in self.few_class_idx if c not in held_out]
+        _check(not outside, f"--few_class_idx {outside} are not held-out classes of "
+               f"{self.datasets[self.few_shot_dataset_idx]} ({held_out.start}..{held_out.stop - 1})")
+        _check(len(set(self.few_class_idx)) == len(self.few_class_idx), "--few_class_idx has duplicates")
+        _check(2 <= self.num_ways <= len(self.few_class_idx),
+               f"--num_ways {self.num_ways} must be between 2 and the {len(self.few_class_idx)} --few_class_idx")
+        return self
+
+    @property
+    def num_upstream_tasks(self) -> int:
+        return sum(self.tasks_per_dataset)
+
+
+@dataclass(frozen=True)
+class FewShotRunConfig:
+    """A few-shot LoRA invocation: the run settings of the upstream stages (`run`) and the study (`fewshot`)."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    fewshot: FewShotConfig = field(default_factory=FewShotConfig)
+
+    def validate(self) -> FewShotRunConfig:
+        """The upstream task count follows `tasks_per_dataset` (the reference overwrites --num_tasks too)."""
+        fewshot = self.fewshot.validate()
+        tasks = fewshot.num_upstream_tasks
+        data = dataclasses.replace(self.run.data, num_tasks=tasks, dataset=fewshot.datasets[0])
+        prompt = dataclasses.replace(self.run.prompt, size=max(self.run.prompt.size, tasks))
+        run = dataclasses.replace(self.run, data=data, prompt=prompt).validate()
+        return dataclasses.replace(self, run=run)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -13,12 +13,23 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from .backbones.registry import AUGREG_BACKBONE
-from .config import AlignmentConfig, BackboneConfig, DataConfig, LoraConfig, OptimConfig, PromptConfig, RunConfig
+from .config import (
+    AlignmentConfig,
+    BackboneConfig,
+    DataConfig,
+    FewShotConfig,
+    FewShotRunConfig,
+    LoraConfig,
+    OptimConfig,
+    PromptConfig,
+    RunConfig,
+)
 from .errors import UserError
 
 _VIT_B = BackboneConfig(model="vit_base_patch16_224", original_model="vit_base_patch16_224")
 _AUGREG = BackboneConfig(model=AUGREG_BACKBONE, original_model=AUGREG_BACKBONE)
-LORA_METHODS = ("continual_lora", "hidelora")
+FEW_SHOT_METHOD = "few_shot_lora"  # train/fsl.py: the upstream vanilla and shared-LoRA models, then episodes
+LORA_METHODS = ("continual_lora", "hidelora", FEW_SHOT_METHOD)
 
 
 def _reference_hideprompt(
@@ -143,6 +154,58 @@ PRESETS: dict[str, Callable[[str], RunConfig]] = {
        for m in ("l2p", "dualprompt", "sprompt", "continual_lora", "hidelora")},
     "digits_joint": _digits_joint,
 }
+
+
+def _reference_few_shot(name: str, datasets: tuple[str, ...], few_shot: tuple[int, ...], fs_epochs: int,
+                        fs_backbone: str) -> FewShotRunConfig:
+    """`configs/{imr,cub_cars}_few_shot_lora.py` (§6 of the spec): 160 continual classes per dataset in 8 tasks,
+    the rest held out; 5-way 5-shot episodes on classes 160–164 of the first dataset; augreg ViT-B/16."""
+    n = len(datasets)
+    run = RunConfig(
+        preset=name, method=FEW_SHOT_METHOD, output_dir="./output",
+        data=DataConfig(dataset=datasets[0], data_path="/local_datasets/", num_tasks=8 * n, batch_size=24,
+                        num_workers=4),
+        backbone=_AUGREG,
+        optim=OptimConfig(lr=0.03, epochs=5, sched="constant", warmup_epochs=5, clip_grad=2.0),
+        prompt=PromptConfig(size=8 * n),
+        lora=LoraConfig(rank=4),
+    )
+    fewshot = FewShotConfig(datasets=datasets, continual_classes_per_dataset=(160,) * n,
+                            few_shot_classes_per_dataset=few_shot, tasks_per_dataset=(8,) * n,
+                            num_fs_epochs=fs_epochs, fs_backbone=(fs_backbone,))
+    return FewShotRunConfig(run, fewshot)
+
+
+def _digits_few_shot(name: str) -> FewShotRunConfig:
+    """Split-Digits: continual LoRA on digits 0–3 (2 tasks × 2), 5-way 5-shot episodes among the held-out 4–9,
+    with the embedded glyph-pretrained ViT; vanilla, shared and vanilla+shared backbones side by side."""
+    base = _digits(name, "continual_lora")
+    run = replace(base, method=FEW_SHOT_METHOD, output_dir=f"./output/{name}",
+                  data=replace(base.data, num_tasks=2), optim=OptimConfig(lr=0.2, epochs=5, sched="constant"),
+                  prompt=replace(base.prompt, size=2), lora=LoraConfig(rank=4))
+    fewshot = FewShotConfig(
+        datasets=("Split-Digits",), continual_classes_per_dataset=(4,), few_shot_classes_per_dataset=(6,),
+        tasks_per_dataset=(2,), vanilla_model_output_dir=f"./output/{name}/vanilla_model",
+        shared_model_output_dir=f"./output/{name}/shared_model", fs_backbone=("vanilla", "shared", "vanilla+shared"),
+        few_class_idx=(4, 5, 6, 7, 8, 9), num_ways=5, num_shots=5, num_queries=100, num_episodes=100,
+        num_fs_epochs=50, fs_lr=0.01,
+    )
+    return FewShotRunConfig(run, fewshot)
+
+
+FEW_SHOT_PRESETS: dict[str, Callable[[str], FewShotRunConfig]] = {
+    "imr_few_shot_lora": lambda n: _reference_few_shot(n, ("Split-Imagenet-R",), (40,), 20, "shared"),
+    # the reference's Cars/CUB config, repaired (see train/fewshot/data.py): 160 + 36 Cars classes, 160 + 40 CUB
+    "cub_cars_few_shot_lora": lambda n: _reference_few_shot(n, ("Split-Cars196", "Split-CUB200"), (36, 40), 50,
+                                                            "vanilla+shared"),
+    "digits_few_shot_lora": _digits_few_shot,
+}
+
+
+def few_shot_preset(name: str) -> FewShotRunConfig:
+    if name not in FEW_SHOT_PRESETS:
+        raise UserError(f"unknown few-shot preset '{name}'. Presets: {', '.join(sorted(FEW_SHOT_PRESETS))}.")
+    return FEW_SHOT_PRESETS[name](name)
 
 
 def reference_model_name(method: str, name: str) -> str:
