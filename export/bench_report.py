@@ -14,6 +14,24 @@ NOTES = """\
   measured side by side in one process and time window (the server/bare ratio alternates bare and server
   rounds and takes the median round; eager is measured before and after onnxruntime), so ratios are the
   figures to read. Absolute times are context only.
+- **Change 1 — onnxruntime intra-op spinning off in the server (serve/runtime.py).** Profile: the torch profiler
+  on the step (below) showed thread contention stretching every op to a scheduler slice; onnxruntime's idle
+  intra-op workers spin-wait by default between ops and between the two graphs, on the cores the gRPC event
+  loop, the clients and other jobs need, and the c=1 p99 was 4-10× its p50. Prediction:
+  `session.intra_op.allow_spinning=0` raises saturated throughput by ≥ 1.3× and cuts the c=1 p99 on this shared
+  2-core CPU, with no accuracy change (same kernels). Measured (A/B, both servers up, alternated 3 rounds of
+  2.5 s, output/bench/spinning_ab.json): server 181/213/239 → 565/391/449 images/s (≈ 2×), c=1 p99
+  41/44/40 → 15/25/11 ms, bare onnxruntime at batch 32 166/167/185 → 366/290/651 images/s. The tables above
+  were measured before this change unless the machine table's date is later than this commit; rerun
+  `make bench` to refresh them. On a dedicated machine spinning costs less; the gain here is contention.
+- **Server faster than bare onnxruntime (ratio > 1).** The server runs in its own process, the bare loop in
+  the bench process; on a machine shared with other jobs a second process gets its own scheduler share, so
+  the ratio exceeds 1 and no server overhead is measurable at this noise level: the target is met, but the
+  figure bounds the overhead rather than measuring it. Mean executed batch 31.4 of 32 shows the batcher fills.
+- **Served vs eager.** PyTorch eager runs every small op through 2 OpenMP threads and suffers the barrier
+  stalls below; onnxruntime's fused CPU kernels do not, hence the large ratio on this machine.
+- **ISA.** /proc/cpuinfo on this run's machine lists avx512f and avx512_vnni (ENVIRONMENT-FACTS describes an
+  AVX2-only EPYC): the int8 variant's 2× speed fits VNNI; on an AVX2-only CPU expect less.
 - **Two threads under contention.** The torch profiler on the in-process stage-2 step with 2 threads showed
   every op, even a 32×10 log-softmax, taking ~10-15 ms: one OpenMP thread waits at each barrier for its
   descheduled sibling (a scheduler time slice). That is why a training rank runs one thread on this CPU
@@ -108,10 +126,13 @@ def _training(figures: dict) -> list[str]:
         return rows + ["| 2-rank DeepSpeed run | not measured (quick mode) |", ""]
     per_image = flops["done"] / batch
     achieved = train["train_images_per_second"] * per_image / 1e9
-    gemm = train["gemm_gflops_torch_2threads"]
+    # Two one-thread ranks: the machine's rate is at least twice the best one-thread GEMM seen in this run (a short
+    # 2-thread measurement under contention can read far lower, which would flatter the efficiency).
+    gemm = max(train["gemm_gflops_torch_2threads"], 2 * max(step["gemm_gflops_torch_1thread_before_after"]))
     rows += [f"| stage-2 HiDe-Prompt, {train['world_size']} DeepSpeed ranks (fp32, 1 thread each) | "
              f"{train['train_images_per_second']:.1f} images/s (mean over tasks) = {achieved:.2f} GFLOP/s, "
-             f"{100 * achieved / gemm:.1f}% of the 2-thread GEMM rate {gemm:.1f} GFLOP/s measured right after |",
+             f"{100 * achieved / gemm:.1f}% of the GEMM rate {gemm:.1f} GFLOP/s (max of the 2-thread rate "
+             f"measured right after, {train['gemm_gflops_torch_2threads']:.1f}, and 2× the best 1-thread rate) |",
              f"| stage-1 (task identity) training | {_f(train['stage1_train_images_per_second'])} images/s |",
              f"| final average accuracy of the run | {train['final_average_accuracy']:.2f}% |",
              f"| whole run (stage 1 + stage 2, launcher included) | {train['wall_seconds']:.0f} s |",

@@ -47,14 +47,15 @@ def gemm_gflops(seconds: float = 1.0, n: int = 1024, max_rounds: int = 200) -> f
 # -- bare onnxruntime: the same two graphs, no server ---------------------------------------------------------
 @dataclass
 class BareTwoStep:
-    """router → condition → classifier on plain sessions (the server's session options, nothing else)."""
+    """router → condition → classifier on plain sessions (the server's session options, nothing else: intra-op
+    spinning off, as serve/runtime.py sets it)."""
 
     router: ort.InferenceSession | None
     classifier: ort.InferenceSession
     condition: str | None
 
     @classmethod
-    def open(cls, folder: Path, manifest: Manifest, variant: str | None = None, spinning: bool = True) -> BareTwoStep:
+    def open(cls, folder: Path, manifest: Manifest, variant: str | None = None, spinning: bool = False) -> BareTwoStep:
         graphs = manifest.graphs if variant is None else next(v.graphs for v in manifest.variants
                                                                if v.name == variant)
         options = ort.SessionOptions()
