@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 SEEDS ?= 42 40 44
 
-.PHONY: setup protos serve serve-bench test test-fast demo results compare train pretrain probe export learn-next bench lint clean distclean
+.PHONY: setup protos serve serve-bench test test-fast demo results compare train pretrain probe export learn-next bench lint clean distclean fsl
 
 setup: $(STAMP)
 
@@ -72,6 +72,21 @@ compare: pretrain  ## every method on Split-Digits, same backbone and seeds → 
 	  $(VENV)/bin/deepspeed --num_gpus $(RANKS) train/main.py digits_$$m --seed $$seed \
 	    --output_dir output/compare/$$m/seed$$seed || exit 1; done; done
 	$(PY) -m train.results_table --by-preset $(foreach m,$(COMPARE),$(addprefix output/compare/$(m)/seed,$(SEEDS)))
+
+FSL_OUT ?= output/digits_few_shot_lora
+
+fsl: pretrain  ## few-shot LoRA study on Split-Digits: vanilla → shared → episodes; prints vanilla vs shared
+	rm -rf $(FSL_OUT)
+	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/fsl.py digits_few_shot_lora --train_vanilla \
+	  --output_dir $(FSL_OUT) --vanilla_model_output_dir $(FSL_OUT)/vanilla_model \
+	  --shared_model_output_dir $(FSL_OUT)/shared_model $(ARGS)
+	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/fsl.py digits_few_shot_lora --train_shared \
+	  --output_dir $(FSL_OUT) --vanilla_model_output_dir $(FSL_OUT)/vanilla_model \
+	  --shared_model_output_dir $(FSL_OUT)/shared_model $(ARGS)
+	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/fsl.py digits_few_shot_lora --train_few_shot \
+	  --fs_backbone vanilla shared vanilla+shared --output_dir $(FSL_OUT) \
+	  --vanilla_model_output_dir $(FSL_OUT)/vanilla_model --shared_model_output_dir $(FSL_OUT)/shared_model $(ARGS)
+	$(PY) -m train.fewshot.results $(FSL_OUT)
 
 train: setup  ## make train PRESET=cifar100_hideprompt_5e ARGS="--data-path ./datasets"
 	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/main.py $(PRESET) --output_dir $(OUT) $(ARGS)
