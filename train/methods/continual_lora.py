@@ -9,7 +9,7 @@ from ..config import RunConfig
 from ..data.splits import TaskSplit
 from ..peft.lora import lora_features
 from .base import ContinualMethod, Prediction, StepOutput, no_aux_loss, register
-from .heads import trunc_normal_linear
+from .heads import class_head
 from .hidelora import build_lora_pool
 
 
@@ -20,7 +20,7 @@ class ContinualLora(ContinualMethod):
     def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
         super().__init__(config, backbone, split)
         self.lora = build_lora_pool(config, backbone, pool_size=1)
-        self.head = trunc_normal_linear(backbone.num_features, split.num_classes)
+        self.head = class_head(backbone.num_features, split.num_classes, config.backbone.mocov3_reference_norm)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         a, b = self.lora.slot(0)

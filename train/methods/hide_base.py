@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..losses import contrastive_regularization
 from ..stats import ClassStatistics
 from .base import ContinualMethod, Prediction, Route, StepOutput, no_aux_loss, task_probability
-from .heads import TaskIdentityHead, trunc_normal_linear
+from .heads import TaskIdentityHead, class_head
 from .hide_tii import route_to_tasks
 
 
@@ -30,8 +30,9 @@ class HideMethod(ContinualMethod):
 
     def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
         super().__init__(config, backbone, split)
-        self.head = trunc_normal_linear(backbone.num_features, split.num_classes)
-        self.tii = TaskIdentityHead(backbone.num_features, config.alignment.mlp_structure, split.num_classes)
+        fc_norm = config.backbone.mocov3_reference_norm
+        self.head = class_head(backbone.num_features, split.num_classes, fc_norm)
+        self.tii = TaskIdentityHead(backbone.num_features, config.alignment.mlp_structure, split.num_classes, fc_norm)
         self.tii.requires_grad_(False)
         self.register_buffer("old_centroids", torch.empty(0), persistent=False)
 
@@ -57,6 +58,13 @@ class HideMethod(ContinualMethod):
 
     def load_task_identity(self, state: dict[str, torch.Tensor]) -> None:
         """A HiDe stage-1 network, or only a head (a Continual-LoRA run, with `mlp_structure=[]`)."""
+        reference_norm = self.config.backbone.mocov3_reference_norm
+        if ("head.fc_norm.weight" in state) != reference_norm:
+            raise UserError(
+                f"the stage-1 network was trained {'without' if reference_norm else 'with'} --mocov3_reference_norm "
+                f"(its classifier {'lacks' if reference_norm else 'has'} the reference's fc_norm): run both stages "
+                "with the same --mocov3_reference_norm."
+            )
         missing, unexpected = self.tii.load_state_dict(state, strict=False)
         head_only = not any(k.startswith("mlp.") for k in state) and self.tii.mlp.net is None
         if unexpected or (missing and not head_only) or any(k.startswith("head.") for k in missing):

@@ -27,7 +27,8 @@ class HideTaskIdentity(ContinualMethod):
 
     def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
         super().__init__(config, backbone, split)
-        self.tii = TaskIdentityHead(backbone.num_features, config.alignment.mlp_structure, split.num_classes)
+        self.tii = TaskIdentityHead(backbone.num_features, config.alignment.mlp_structure, split.num_classes,
+                                    config.backbone.mocov3_reference_norm)
 
     @torch.no_grad()
     def _frozen_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from ..backbones.vit import cls_features
 from ..config import RunConfig
 from ..data.splits import TaskSplit
 from .base import ContinualMethod, Prediction, Route, StepOutput
-from .heads import trunc_normal_linear
+from .heads import class_head
 
 
 def top_slots(similarity: torch.Tensor, k: int, batchwise: bool) -> torch.Tensor:
@@ -31,7 +31,7 @@ class KeyQueryMethod(ContinualMethod):
     def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
         super().__init__(config, backbone, split)
         self.keys = nn.Parameter(torch.empty(config.prompt.size, backbone.num_features).uniform_(-1, 1))
-        self.head = trunc_normal_linear(backbone.num_features, split.num_classes)
+        self.head = class_head(backbone.num_features, split.num_classes, config.backbone.mocov3_reference_norm)
 
     # -- what a concrete method provides -----------------------------------------------------------
     def prompted(self, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
