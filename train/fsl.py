@@ -19,6 +19,7 @@ if __package__ in (None, ""):  # run as a script: import the `train` package, no
 from train.cli import parse_few_shot_or_exit  # noqa: E402
 from train.config import FewShotRunConfig  # noqa: E402
 from train.errors import UserError  # noqa: E402
+from train.main import run_invocation  # noqa: E402
 
 
 def stages(config: FewShotRunConfig) -> list[str]:
@@ -66,20 +67,7 @@ def run_stages(config: FewShotRunConfig) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    invocation = parse_few_shot_or_exit(sys.argv[1:] if argv is None else argv)
-    config = invocation.config
-    if invocation.dry_run:
-        print(config.to_json())
-        return 0
-    if invocation.inert:
-        print(f"note: {', '.join(invocation.inert)} accepted for compatibility; no effect here", file=sys.stderr)
-    try:
-        check_inputs(config)
-        run_stages(config)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_invocation(parse_few_shot_or_exit(sys.argv[1:] if argv is None else argv), check_inputs, run_stages)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ inference) into `<output_dir>/tii`, so one command runs the whole pipeline.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,7 @@ if __package__ in (None, ""):  # run as a script: import the `train` package, no
 
 from train.cli import parse_or_exit  # noqa: E402
 from train.config import RunConfig  # noqa: E402
-from train.errors import UserError  # noqa: E402
+from train.errors import UserError, exit_code_of  # noqa: E402
 from train.presets import tii_stage  # noqa: E402
 
 
@@ -63,21 +64,19 @@ def run_pipeline(config: RunConfig) -> dict:
     return run(config, ctx)
 
 
-def main(argv: list[str] | None = None) -> int:
-    invocation = parse_or_exit(sys.argv[1:] if argv is None else argv)
+def run_invocation(invocation, check: Callable, execute: Callable) -> int:
+    """`--dry-run` prints the config; otherwise note inert flags, check the inputs, run (exit 2 on a UserError)."""
     config = invocation.config
     if invocation.dry_run:
         print(config.to_json())
         return 0
     if invocation.inert:
         print(f"note: {', '.join(invocation.inert)} accepted for compatibility; no effect here", file=sys.stderr)
-    try:
-        check_inputs(config)
-        run_pipeline(config)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code_of(lambda: (check(config), execute(config)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_invocation(parse_or_exit(sys.argv[1:] if argv is None else argv), check_inputs, run_pipeline)
 
 
 if __name__ == "__main__":

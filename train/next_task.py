@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as a script: import the `train` package, no
 
 from train import checkpoint  # noqa: E402
 from train.config import ConfigError, RunConfig, replace_path  # noqa: E402
-from train.errors import UserError  # noqa: E402
+from train.errors import UserError, exit_code_of  # noqa: E402
 from train.main import check_inputs, run_pipeline, stage1_config  # noqa: E402
 
 
@@ -48,16 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0].startswith("-"):
         print(__doc__.splitlines()[0], file=sys.stderr)
         return 2
-    try:
+    def learn() -> None:
         config = next_task_config(Path(args[0]), args[1:])
         check_inputs(config)
         print(f"learning task {config.until_task}/{config.data.num_tasks} of {config.preset} in {args[0]}",
               file=sys.stderr)
         run_pipeline(config)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_code_of(learn)
 
 
 if __name__ == "__main__":
