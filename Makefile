@@ -43,21 +43,18 @@ probe: pretrain  ## linear probe of the embedded backbone vs a random one on Spl
 	$(PY) -m train.probe
 
 DEMO_PORT ?= 18001
+DEMO_METRICS_PORT ?= 18002
 
-demo: pretrain  ## train → export → serve → client: served accuracy on the Split-Digits test set vs the trained model's
-	rm -rf output/demo
-	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/main.py digits_hideprompt --output_dir output/demo
-	$(PY) -m export output/demo --out output/demo/bundles --variants ""
+demo: pretrain  ## train tasks 1-3 → export → serve → learn tasks 4, 5 under client load (hot swaps) → accuracy
+	rm -rf output/demo && mkdir -p output/demo
 	@# the test split exactly as training evaluates it (train/ code), as pixel_values + labels for the client
 	$(PY) -c "import numpy as np; from train.data.digits import digits_arrays; \
 	  from train.data.transforms import grayscale_to_input; \
 	  from train.backbones.registry import EMBEDDED_BACKBONE, backbone_spec; _, x, _, y = digits_arrays(); \
 	  np.savez('output/demo/test_digits.npz', labels=y, \
 	           pixel_values=grayscale_to_input(x, backbone_spec(EMBEDDED_BACKBONE)).numpy())"
-	$(PY) -m serve --bundle output/demo/bundles --host 127.0.0.1 --port $(DEMO_PORT) --metrics-port -1 \
-	  --log-level WARNING & pid=$$!; \
-	$(PY) -m serve.client --target 127.0.0.1:$(DEMO_PORT) --wait-s 120 evaluate output/demo/test_digits.npz \
-	  --results output/demo/results.json; rc=$$?; kill -TERM $$pid; wait $$pid; exit $$rc
+	$(PY) -m serve.loop_demo --workdir output/demo --test-npz output/demo/test_digits.npz --ranks $(RANKS) \
+	  --port $(DEMO_PORT) --metrics-port $(DEMO_METRICS_PORT)
 
 results: pretrain  ## the README's results table: digits_hideprompt at the reference's seeds
 	for seed in $(SEEDS); do rm -rf output/results/seed$$seed; \

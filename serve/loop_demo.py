@@ -10,6 +10,7 @@ subprocesses (this module stays torch-free, like the rest of serve/).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -145,9 +146,13 @@ def serve_and_learn(args, server, deepspeed, promote, pixels, labels, env) -> in
     load.stop.set()
     thread.join(timeout=30)
     report(rows, load, swaps, args.first_tasks)
+    trained = json.loads((args.workdir / "run" / "results.json").read_text())["final_average_accuracy"]
+    served = float(np.mean(rows[-1][1]))
+    print(f"served = trained: {served:.2f}% vs the training run's FAA {trained:.2f}% (mean over tasks)")
     expected = info.num_tasks - args.first_tasks
     new_recognised = all(rows[-1][1][t] > 50 for t in range(args.first_tasks, info.num_tasks))
-    return 0 if not load.failed and len(swaps) == expected and new_recognised else 1
+    same = abs(served - trained) < 1e-6
+    return 0 if not load.failed and len(swaps) == expected and new_recognised and same else 1
 
 
 def report(rows, load: Load, swaps: list[float], first: int) -> None:
