@@ -129,13 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_invocation(argv: list[str]) -> Invocation:
-    parser = build_parser()
+def parse_flags_and_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[dict, list[str]]:
+    """(flags by destination, the `key=value` overrides); anything else is an error naming it."""
     namespace, rest = parser.parse_known_args(argv)
     unknown = [item for item in rest if item.startswith("-") or "=" not in item]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)} (see --help; overrides are key=value)")
-    args = vars(namespace)
+    return vars(namespace), rest
+
+
+def parse_invocation(argv: list[str]) -> Invocation:
+    parser = build_parser()
+    args, rest = parse_flags_and_overrides(parser, argv)
     config = preset(args.pop("preset"))
     if args.pop("train_inference_task_only"):  # the preset's optimiser, overridden by flags: as the reference
         config = replace_path(config, "stage", "tii")
@@ -209,11 +214,7 @@ def build_few_shot_parser() -> argparse.ArgumentParser:
 def parse_few_shot_invocation(argv: list[str]) -> FewShotInvocation:
     """`PRESET [flags] [key=value]` → FewShotRunConfig; `fewshot.*` keys set the study, the rest the run."""
     parser = build_few_shot_parser()
-    namespace, rest = parser.parse_known_args(argv)
-    unknown = [item for item in rest if item.startswith("-") or "=" not in item]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)} (see --help; overrides are key=value)")
-    args = vars(namespace)
+    args, rest = parse_flags_and_overrides(parser, argv)
     if args.pop("train_inference_task_only"):
         raise UserError("--train_inference_task_only belongs to train/main.py (HiDe stage 1), not to train/fsl.py")
     config, dry_run = few_shot_preset(args.pop("preset")), args.pop("dry_run")
