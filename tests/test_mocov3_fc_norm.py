@@ -10,26 +10,16 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from test_method_matrix import METHODS, SPLIT  # the same methods on the same split as the method matrix
 from torch import nn
 
 from train.backbones.registry import EMBEDDED_BACKBONE, MOCOV3_BACKBONE, backbone_spec
 from train.backbones.vit import create_vit
-from train.data.splits import split_classes
 from train.methods import build_method
 from train.methods.heads import TaskIdentityHead, class_head
 from train.presets import preset
 from train.stats import ClassStatistics
 
-METHODS = {
-    "hide_tii": "digits_hideprompt_tii",
-    "hideprompt": "digits_hideprompt",
-    "hidelora": "digits_hidelora",
-    "l2p": "digits_l2p",
-    "dualprompt": "digits_dualprompt",
-    "sprompt": "digits_sprompt",
-    "continual_lora": "digits_continual_lora",
-}
-SPLIT = split_classes(10, 5)
 FC_NORM_KEYS = {"head.fc_norm.weight", "head.fc_norm.bias"}
 
 
