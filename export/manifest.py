@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -27,6 +28,9 @@ ROUTER_LOGITS = "router_logits"  # FP32 [N, C], unseen classes at -inf (HiDe rou
 PROMPT_IDS = "prompt_ids"  # INT64 [N, k]: L2P's selected prompts (no task identity)
 LOGITS = "logits"  # FP32 [N, C], raw class logits of the task-conditioned graph
 PROBABILITIES = "probabilities"  # FP32 [N, C], softmax over the classes seen so far (unseen: 0)
+
+MAX_VERSION = 2**63 - 1  # versions travel as int64 (protobuf, Prometheus): a folder name above it is no version
+_VERSION_NAME = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)  # ASCII decimal, no sign or leading zero
 
 Datatype = Literal["FP32", "FP16", "INT64", "INT32", "BOOL", "UINT8"]
 Routing = Literal["task", "prompt_set", "none"]
@@ -47,7 +51,7 @@ class TensorSpec(_Strict):
 
 
 class GraphSpec(_Strict):
-    file: str
+    file: str = Field(min_length=1, max_length=255)  # relative to the version folder, never leaving it
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
@@ -56,6 +60,14 @@ class GraphSpec(_Strict):
 
     def output(self, name: str) -> TensorSpec:
         return next(t for t in self.outputs if t.name == name)
+
+    @model_validator(mode="after")
+    def _relative_file(self) -> GraphSpec:
+        path = PurePosixPath(self.file)
+        if path.is_absolute() or ".." in path.parts or "\\" in self.file:
+            raise ValueError(f"graph file '{self.file}' must be a path inside the version folder (no '..', no "
+                             "absolute path)")
+        return self
 
 
 class Preprocessing(_Strict):
@@ -117,7 +129,7 @@ class Variant(_Strict):
 
 class Manifest(_Strict):
     format_version: Literal[1] = FORMAT_VERSION
-    version: int = Field(gt=0)
+    version: int = Field(gt=0, le=MAX_VERSION)
     created_at: str
     method: str
     # What feeds the classifier: the router's task id ("task"), L2P's prompt set from the router ("prompt_set"),
@@ -189,9 +201,15 @@ def load_manifest(folder: str | Path, verify_files: bool = True) -> Manifest:
         manifest = Manifest.model_validate(json.loads(path.read_text()))
     except (ValidationError, json.JSONDecodeError) as error:
         raise ManifestError(f"'{path}' is not a valid format-{FORMAT_VERSION} manifest: {error}") from None
+    if version_of(Path(folder).name) not in (None, manifest.version):
+        raise ManifestError(f"'{path}' says version {manifest.version} but sits in folder '{Path(folder).name}': "
+                            "a version folder is named by its manifest's version (export it again).")
     if verify_files:
         for name, graph in _all_graphs(manifest):
             file = Path(folder) / graph.file
+            if not is_inside(file, folder):
+                raise ManifestError(f"bundle '{folder}': graph '{name}' file '{graph.file}' resolves outside the "
+                                    "version folder (a symlink?): bundle files must live in their version folder.")
             if not file.is_file():
                 raise ManifestError(f"bundle '{folder}': graph '{name}' file '{graph.file}' is missing.")
             if file_sha256(file) != graph.sha256:
@@ -207,12 +225,41 @@ def _all_graphs(manifest: Manifest):
             yield f"{variant.name}/{name}", graph
 
 
-def bundle_versions(root: str | Path) -> list[int]:
-    """Complete versions under a bundle root (numeric folders holding a manifest), oldest first."""
+def version_of(name: str) -> int | None:
+    """The version a folder name stands for: ASCII decimal 1..2^63-1 without leading zeros, else None."""
+    if not _VERSION_NAME.fullmatch(name) or int(name) > MAX_VERSION:
+        return None
+    return int(name)
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """Whether `path`, with every symlink resolved, lies inside `folder` (also resolved)."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
+def scan_bundle_root(root: str | Path) -> tuple[list[int], list[str]]:
+    """(complete versions oldest first, entries that are no version folder) of a bundle root.
+
+    A version is a folder named by `version_of`, inside the root once symlinks are resolved, holding a manifest.
+    Files the deployment loop keeps there (decisions.jsonl) and hidden entries (staging folders) are neither.
+    """
     root = Path(root)
     if not root.is_dir():
-        return []
-    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / MANIFEST).is_file())
+        return [], []
+    versions, ignored = [], []
+    for entry in root.iterdir():
+        version = version_of(entry.name)
+        if version is None or not is_inside(entry, root) or not entry.is_dir():
+            if not entry.name.startswith(".") and entry.name != DECISIONS:
+                ignored.append(entry.name)
+        elif (entry / MANIFEST).is_file():
+            versions.append(version)
+    return sorted(versions), sorted(ignored)
+
+
+def bundle_versions(root: str | Path) -> list[int]:
+    """Complete versions under a bundle root, oldest first (see `scan_bundle_root`)."""
+    return scan_bundle_root(root)[0]
 
 
 def json_schema() -> dict:

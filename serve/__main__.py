@@ -24,7 +24,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--version", type=int, default=None, help="serve this version only (default: newest, and follow)")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=8001, help="gRPC port (0: any free port)")
+    p.add_argument("--reuse-port", action="store_true",
+                   help="let several servers share the gRPC port (SO_REUSEPORT); off: a taken port is an error")
     p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus /metrics port (-1: off)")
+    p.add_argument("--metrics-host", default=None, help="address for /metrics (default: --host)")
+    p.add_argument("--metrics-token-file", type=Path, help="bearer tokens /metrics requires (default: open)")
+    p.add_argument("--metrics-auth", action="store_true", help="/metrics requires the --auth-token-file tokens")
     p.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu",
                    help="onnxruntime execution provider; CPU is the fallback (what is used is logged and exported)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: all cores)")
@@ -32,7 +37,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-queue-delay-ms", type=float, default=2.0, help="how long a batch waits to fill up")
     p.add_argument("--max-queue-size", type=int, default=256,
                    help="queued requests per model before RESOURCE_EXHAUSTED")
-    p.add_argument("--max-message-mb", type=int, default=64, help="largest request/response message")
+    p.add_argument("--max-message-mb", type=int, default=16, help="largest request/response message")
+    p.add_argument("--max-images-per-request", type=int, default=128, help="images (or pixel_values rows) per request")
+    p.add_argument("--max-image-pixels", type=int, default=12_000_000,
+                   help="pixels per image, decoded and after the resize step (refused beyond)")
+    p.add_argument("--max-inflight-mb", type=int, default=256,
+                   help="request bytes + decoded pixels of all admitted requests together (others wait)")
+    p.add_argument("--decode-threads", type=int, default=2, help="image decoding workers")
+    p.add_argument("--load-retry-window-s", type=float, default=600.0,
+                   help="a version that fails to load is retried while its files change, for this long")
     p.add_argument("--poll-interval-s", type=float, default=5.0, help="bundle root polling for new versions (0: off)")
     p.add_argument("--grace-s", type=float, default=30.0, help="drain: time for in-flight requests after SIGTERM")
     p.add_argument("--auth-token-file", type=Path, help="bearer tokens (one per line) required on every call")
@@ -45,13 +58,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def config_from(args: argparse.Namespace) -> ServeConfig:
+    auth_tokens = read_tokens(args.auth_token_file)
+    if args.metrics_auth and not auth_tokens:
+        raise ConfigError("--metrics-auth requires the tokens of --auth-token-file FILE.")
+    metrics_tokens = read_tokens(args.metrics_token_file) + (auth_tokens if args.metrics_auth else ())
     return ServeConfig(
-        bundle_root=args.bundle, host=args.host, port=args.port,
-        metrics_port=None if args.metrics_port < 0 else args.metrics_port, version=args.version,
+        bundle_root=args.bundle, host=args.host, port=args.port, reuse_port=args.reuse_port,
+        metrics_port=None if args.metrics_port < 0 else args.metrics_port, metrics_host=args.metrics_host,
+        metrics_tokens=metrics_tokens, version=args.version,
         provider=args.provider, intra_op_threads=args.threads, max_batch_size=args.max_batch_size,
         max_queue_delay_ms=args.max_queue_delay_ms, max_queue_size=args.max_queue_size,
-        max_message_bytes=args.max_message_mb << 20, poll_interval_s=args.poll_interval_s, grace_s=args.grace_s,
-        auth_tokens=read_tokens(args.auth_token_file), admin_tokens=read_tokens(args.admin_token_file),
+        max_message_bytes=args.max_message_mb << 20, max_images_per_request=args.max_images_per_request,
+        max_image_pixels=args.max_image_pixels, max_inflight_bytes=args.max_inflight_mb << 20,
+        decode_threads=args.decode_threads, load_retry_window_s=args.load_retry_window_s,
+        poll_interval_s=args.poll_interval_s, grace_s=args.grace_s,
+        auth_tokens=auth_tokens, admin_tokens=read_tokens(args.admin_token_file),
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca)
 
 
@@ -65,6 +86,8 @@ async def serve(config: ServeConfig) -> None:
     await server.start()
     print(f"serving {config.bundle_root} version {server.registry.current.version} on {config.host}:{server.port} "
           f"(metrics :{server.metrics_port}), providers {server.registry.current.providers}", flush=True)
+    for version, why in server.registry.skipped:
+        print(f"skipped bundle version {version}: {why}", flush=True)
     await stop.wait()
     print(f"draining (up to {config.grace_s:g} s for in-flight requests)", flush=True)
     await server.stop()

@@ -15,11 +15,12 @@ HEALTH_PREFIX = "/grpc.health.v1.Health/"
 ADMIN_PREFIX = "/hidecl.v1.ContinualAdmin/"
 
 
-def _matches(header: str | None, tokens: tuple[str, ...]) -> bool:
-    if not header or not header.startswith("Bearer "):
+def bearer_matches(header: str | None, tokens: tuple[str, ...]) -> bool:
+    """`Bearer <token>` (the scheme is case-insensitive, RFC 7235) with one of `tokens`, in constant time."""
+    scheme, _, given = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
         return False
-    given = header[len("Bearer "):].strip().encode()
-    return any(hmac.compare_digest(given, token.encode()) for token in tokens)
+    return any(hmac.compare_digest(given.strip().encode(), token.encode()) for token in tokens)
 
 
 def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
@@ -54,14 +55,17 @@ class TokenAuth(grpc.aio.ServerInterceptor):
         tokens = self._admin if admin else self._tokens
         if not tokens and not admin:
             return await continuation(details)
-        header = dict(details.invocation_metadata or ()).get("authorization")
+        headers = [v for k, v in (details.invocation_metadata or ()) if k == "authorization"]
         if admin and not tokens:
             reason, code, message = "admin_disabled", grpc.StatusCode.PERMISSION_DENIED, (
                 "admin calls are disabled: start the server with --admin-token-file FILE to allow them.")
-        elif header is None:
+        elif not headers:
             reason, code, message = "missing", grpc.StatusCode.UNAUTHENTICATED, (
                 "missing 'authorization: Bearer <token>' metadata" + (" (admin token)" if admin else "") + ".")
-        elif not _matches(header, tokens):
+        elif len(headers) > 1:
+            reason, code, message = "ambiguous", grpc.StatusCode.UNAUTHENTICATED, (
+                f"{len(headers)} 'authorization' headers: send exactly one.")
+        elif not bearer_matches(headers[0], tokens):
             reason, code, message = "invalid", grpc.StatusCode.UNAUTHENTICATED, (
                 "invalid bearer token" + (": admin calls need an admin token" if admin else "") + ".")
         else:

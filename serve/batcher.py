@@ -4,11 +4,16 @@ Requests wait in a bounded queue (full → RESOURCE_EXHAUSTED, never unbounded m
 it holds `max_batch_size` samples or when its first request has waited `max_queue_delay`; it merges only
 requests leased to the same bundle version (so a hot swap never mixes versions), drops requests whose
 caller cancelled, and fails those whose deadline passed before they ran. Mixed tasks share a batch.
+
+A batch is a convenience, never a shared fate: requests are checked before they are queued, a request
+larger than `max_batch_size` is queued as several parts (others' requests run between them), and when a
+merged batch fails each of its requests is run again alone, so only the one that caused it fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +25,7 @@ import numpy as np
 from .errors import DeadlineExceeded, QueueFull, ServeError, Unavailable
 from .runtime import BundleRuntime, Timings
 
+log = logging.getLogger("serve.batcher")
 Arrays = dict[str, np.ndarray]
 ExecuteFn = Callable[[BundleRuntime, Arrays, Timings], Arrays]
 
@@ -40,6 +46,15 @@ class Result:
     queue_s: float
     timings: Timings
     batch_size: int
+
+    @staticmethod
+    def joined(parts: list[Result]) -> Result:
+        """One request's result from the results of its parts, in order."""
+        if len(parts) == 1:
+            return parts[0]
+        outputs = {k: np.concatenate([p.outputs[k] for p in parts]) for k in parts[0].outputs}
+        timings = Timings(sum(p.timings.router for p in parts), sum(p.timings.classifier for p in parts))
+        return Result(outputs, sum(p.queue_s for p in parts), timings, max(p.batch_size for p in parts))
 
 
 @dataclass
@@ -72,7 +87,15 @@ class Batcher:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.name}")
 
     async def submit(self, runtime: BundleRuntime, inputs: Arrays, deadline: float | None) -> Result:
-        """Queue a request and wait for its rows of the batch's outputs."""
+        """Queue a request (in parts of at most `max_batch_size` rows) and wait for its rows of the outputs."""
+        size, step = len(next(iter(inputs.values()))), self.max_batch_size
+        parts = []
+        for start in range(0, size, step):
+            part = inputs if size <= step else {k: v[start:start + step] for k, v in inputs.items()}
+            parts.append(await self._submit_part(runtime, part, deadline))
+        return Result.joined(parts)
+
+    async def _submit_part(self, runtime: BundleRuntime, inputs: Arrays, deadline: float | None) -> Result:
         if self._closed:
             raise Unavailable("the server is draining: retry on another replica.")
         if len(self._jobs) >= self.max_queue_size:
@@ -149,10 +172,15 @@ class Batcher:
         try:
             outputs = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._execute, batch[0].runtime, merged, timings)
-        except ServeError as error:
+        except Exception as error:
+            if len(batch) > 1:  # whose request caused it? each alone: only that one fails
+                for job in batch:
+                    await self._execute_batch([job])
+                return None
+            if not isinstance(error, ServeError):  # a bug or an onnxruntime failure: INTERNAL, keep serving
+                log.warning("inference failed for one request: %s: %s", type(error).__name__, error)
+                error = ServeError(f"inference failed: {type(error).__name__}: {error}")
             return self._fail(batch, error)
-        except Exception as error:  # a bug or an onnxruntime failure: INTERNAL for this batch, keep serving
-            return self._fail(batch, ServeError(f"inference failed: {type(error).__name__}: {error}"))
         total = sum(j.size for j in batch)
         bounds = np.cumsum([j.size for j in batch])[:-1]
         parts = {k: np.split(v, bounds) for k, v in outputs.items()}

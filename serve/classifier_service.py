@@ -9,16 +9,19 @@ from .core import PIPELINE, InferenceCore
 from .errors import InvalidArgument, ServeError
 from .protos import load
 from .runtime import BundleRuntime
+from .tensors import element_count
 
 pb, pb_grpc = load("continual")
 DEFAULT_TOP_K = 5
 
 
 def pixels_of(tensor) -> np.ndarray:
-    """The request's FP32 `pixel_values` tensor (little-endian bytes + shape)."""
+    """The request's FP32 `pixel_values` tensor (little-endian bytes + shape [N, 3, H, W])."""
     shape = list(tensor.shape)
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 0
-    if any(d < 0 for d in shape) or len(tensor.data) != count * 4:
+    count = element_count(shape, "pixel_values")
+    if len(shape) != 4:
+        raise InvalidArgument(f"pixel_values has shape {shape[:8]}; send FP32 [N, 3, H, W].")
+    if len(tensor.data) != count * 4:
         raise InvalidArgument(f"pixel_values declares shape {shape} ({count * 4} bytes of FP32) but holds "
                               f"{len(tensor.data)} bytes.")
     return np.frombuffer(tensor.data, dtype="<f4").reshape(shape).astype(np.float32, copy=False)
@@ -38,8 +41,11 @@ def predictions(runtime: BundleRuntime, outputs: dict[str, np.ndarray], top_k: i
 
 def model_info(runtime: BundleRuntime, versions: list[int]) -> pb.ModelInfoResponse:
     m = runtime.manifest
-    tasks = [pb.TaskInfo(task_id=t, class_ids=[c for c, ct in enumerate(m.class_to_task) if ct == t],
-                         learned=t < m.tasks_learned) for t in range(m.num_tasks)]
+    tasks = []
+    for t in range(m.num_tasks):
+        ids = [c for c, ct in enumerate(m.class_to_task) if ct == t]
+        tasks.append(pb.TaskInfo(task_id=t, class_ids=ids, class_names=[m.class_names[c] for c in ids],
+                                 learned=t < m.tasks_learned))
     return pb.ModelInfoResponse(
         bundle_version=m.version, available_versions=versions, method=m.method, routing=m.routing,
         tasks_learned=m.tasks_learned, num_tasks=m.num_tasks, class_names=m.class_names,
@@ -61,9 +67,10 @@ class ClassifierServicer(pb_grpc.ContinualClassifierServicer):
                     raise InvalidArgument("send encoded images in `images` or a tensor in `pixel_values`.")
                 pixels = pixels_of(request.pixel_values) if has_pixels else None
                 images = None if has_pixels else list(request.images)
-                n = (pixels.shape[0] if pixels.ndim else 0) if pixels is not None else len(request.images)
+                n = len(pixels) if pixels is not None else len(images)
                 hints = np.full(n, request.task_hint, np.int64) if request.HasField("task_hint") else None
-                result = await self._core.pipeline(runtime, pixels, images, hints, context.time_remaining())
+                result = await self._core.pipeline(runtime, pixels, images, hints, context.time_remaining(),
+                                                   request.ByteSize())
                 return pb.ClassifyResponse(
                     predictions=predictions(runtime, result.outputs, request.top_k, hints is not None),
                     bundle_version=runtime.version)

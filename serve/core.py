@@ -18,9 +18,10 @@ import numpy as np
 
 from export.manifest import PIXEL_VALUES, TASK_CONFIDENCE, TASK_ID
 
+from .admission import Admission
 from .batcher import Batcher, BatchStats, Result
 from .config import ServeConfig
-from .errors import InvalidArgument, NotFound, ServeError
+from .errors import InvalidArgument, NotFound, ServeError, Unavailable
 from .metrics import Metrics
 from .preprocess import ImageError, preprocess
 from .registry import ModelRegistry
@@ -36,9 +37,18 @@ def models_of(runtime: BundleRuntime) -> list[str]:
     return [m for m in MODELS if m == PIPELINE or m in runtime.manifest.graphs]
 
 
+def shown(name: str, limit: int = 64) -> str:
+    """A caller-supplied name as it may appear in an error message (never kilobytes of it)."""
+    return name if len(name) <= limit else f"{name[:limit]}… ({len(name)} characters)"
+
+
 class InferenceCore:
-    def __init__(self, config: ServeConfig, registry: ModelRegistry, metrics: Metrics, executor: Executor) -> None:
-        self.registry, self.metrics = registry, metrics
+    def __init__(self, config: ServeConfig, registry: ModelRegistry, metrics: Metrics, executor: Executor,
+                 decoder: Executor) -> None:
+        self.registry, self.metrics, self.config, self._decoder = registry, metrics, config, decoder
+        self.admission = Admission(config.max_inflight_bytes, config.max_queue_size)
+        self.draining = False  # set by the server's stop(): new requests get UNAVAILABLE
+        self.active = 0  # requests being handled (the drain waits for them)
         execute = {PIPELINE: lambda rt, x, t: rt.execute(x[PIXEL_VALUES], x[HINTS], t),
                    ROUTER: lambda rt, x, t: rt.run_graph(ROUTER, x),
                    CLASSIFIER: lambda rt, x, t: rt.run_graph(CLASSIFIER, x)}
@@ -46,6 +56,8 @@ class InferenceCore:
                                        config.max_queue_size, self._on_batch) for name, fn in execute.items()}
         for name, batcher in self.batchers.items():
             metrics.queue_depth.labels(name).set_function(lambda b=batcher: b.depth)
+        metrics.in_flight.set_function(lambda: self.active)
+        metrics.inflight_bytes.set_function(lambda: self.admission.used)
 
     def start(self) -> None:
         for batcher in self.batchers.values():
@@ -59,8 +71,10 @@ class InferenceCore:
     async def request(self, model: str, version: str = "") -> AsyncIterator[BundleRuntime]:
         """Lease the serving version for a request on `model`; counts it by status code when it ends."""
         start, runtime, code = time.perf_counter(), None, grpc.StatusCode.OK
-        self.metrics.in_flight.inc()
+        self.active += 1
         try:
+            if self.draining:
+                raise Unavailable("the server is draining: retry on another replica.")
             runtime = self.registry.acquire()
             self.check_model(runtime, model, version)
             yield runtime
@@ -71,7 +85,7 @@ class InferenceCore:
             code = grpc.StatusCode.INTERNAL
             raise
         finally:
-            self.metrics.in_flight.dec()
+            self.active -= 1
             label = model if model in MODELS else "unknown"
             self.metrics.requests.labels(label, str(runtime.version) if runtime else "none", code.name).inc()
             if code == grpc.StatusCode.OK:
@@ -81,45 +95,46 @@ class InferenceCore:
 
     def check_model(self, runtime: BundleRuntime, model: str, version: str) -> None:
         if model not in models_of(runtime):
-            raise NotFound(f"model '{model}' not found: this server has {models_of(runtime)}.")
+            raise NotFound(f"model '{shown(model)}' not found: this server has {models_of(runtime)}.")
         if version not in ("", str(runtime.version)):
-            raise NotFound(f"model '{model}' version '{version}' is not served: version {runtime.version} is "
+            raise NotFound(f"model '{model}' version '{shown(version)}' is not served: version {runtime.version} is "
                            f"(leave the version empty for the current one; versions on disk: "
                            f"{self.registry.versions()}).")
 
     async def pipeline(self, runtime: BundleRuntime, pixels: np.ndarray | None, images: list[bytes] | None,
-                       hints: np.ndarray | None, timeout_s: float | None) -> Result:
+                       hints: np.ndarray | None, timeout_s: float | None, wire_bytes: int = 0) -> Result:
         """Two-step classification of preprocessed pixels or encoded images, with optional per-sample hints."""
         if (pixels is None) == (images is None):
             raise InvalidArgument(f"send exactly one of '{PIXEL_VALUES}' (FP32 [N,3,H,W]) or '{IMAGES}' "
                                   "(encoded JPEG/PNG bytes).")
-        prep_s = 0.0
         if images is not None and not images:
             raise InvalidArgument(f"'{IMAGES}' is an empty batch: send at least one image.")
         if pixels is not None:
             runtime.check_pixels(pixels)
-        hints = self._hints(runtime, hints, len(images) if images is not None else len(pixels))
-        if images is not None:
-            start = time.perf_counter()
-            try:
-                pixels = await asyncio.to_thread(preprocess, images, runtime.manifest.preprocessing)
-            except ImageError as error:
-                raise InvalidArgument(str(error)) from None
-            prep_s = time.perf_counter() - start
-            runtime.check_pixels(pixels)
-        inputs = {PIXEL_VALUES: np.ascontiguousarray(pixels, np.float32), HINTS: hints}
-        result = await self.batchers[PIPELINE].submit(runtime, inputs, self._deadline(timeout_s))
+        count = len(images) if images is not None else len(pixels)
+        self._check_count(count)
+        hints = self._hints(runtime, hints, count)
+        async with self.admission.hold(wire_bytes + count * runtime.pixel_bytes, timeout_s):
+            prep_s = 0.0
+            if images is not None:
+                start = time.perf_counter()
+                pixels = await self._decode(images, runtime)
+                prep_s = time.perf_counter() - start
+            inputs = {PIXEL_VALUES: np.ascontiguousarray(pixels, np.float32), HINTS: hints}
+            result = await self.batchers[PIPELINE].submit(runtime, inputs, self._deadline(timeout_s))
         self._observe(PIPELINE, result, prep_s)
         self._observe_routing(result, hints)
         return result
 
     async def graph(self, runtime: BundleRuntime, name: str, inputs: dict[str, np.ndarray],
-                    timeout_s: float | None) -> Result:
-        """One graph of the bundle, inputs checked against the manifest's tensor specs."""
+                    timeout_s: float | None, wire_bytes: int = 0) -> Result:
+        """One graph of the bundle, inputs checked against the manifest's tensor specs (and task ids against
+        the tasks learned) before they can share a batch with anyone else's."""
         spec = runtime.graph(name)
         expected = {t.name: t for t in spec.inputs}
         if set(inputs) != set(expected):
-            raise InvalidArgument(f"model '{name}' takes inputs {sorted(expected)}, got {sorted(inputs)}.")
+            raise InvalidArgument(f"model '{name}' takes inputs {sorted(expected)}, got "
+                                  f"{sorted(shown(k) for k in inputs)[:8]}.")
         sizes = set()
         for key, array in inputs.items():
             want = expected[key]
@@ -132,11 +147,29 @@ class InferenceCore:
         if len(sizes) != 1 or 0 in sizes:
             raise InvalidArgument(f"inputs of model '{name}' need one non-empty batch size, got {sorted(sizes)}.")
         runtime.check_pixels(inputs[PIXEL_VALUES])
-        result = await self.batchers[name].submit(runtime, inputs, self._deadline(timeout_s))
+        runtime.check_graph_inputs(inputs)
+        self._check_count(sizes.pop())
+        async with self.admission.hold(wire_bytes + sum(a.nbytes for a in inputs.values()), timeout_s):
+            result = await self.batchers[name].submit(runtime, inputs, self._deadline(timeout_s))
         self._observe(name, result, 0.0)
         return result
 
     # -- helpers -----------------------------------------------------------------------------------------------
+    def _check_count(self, count: int) -> None:
+        limit = self.config.max_images_per_request
+        if count > limit:
+            raise InvalidArgument(f"the request holds {count} images; at most {limit} per request are accepted "
+                                  "(--max-images-per-request): split it into several requests.")
+
+    async def _decode(self, images: list[bytes], runtime: BundleRuntime) -> np.ndarray:
+        """Images → pixels on the decode workers (bounded: at most `decode_threads` images decode at once)."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._decoder, preprocess, images, runtime.manifest.preprocessing,
+                                              self.config.max_image_pixels)
+        except ImageError as error:
+            raise InvalidArgument(str(error)) from None
+
     @staticmethod
     def _hints(runtime: BundleRuntime, hints: np.ndarray | None, n: int) -> np.ndarray:
         if hints is None:

@@ -12,18 +12,30 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from export.manifest import DECISIONS
 
 
-def read_decisions(root: Path) -> list[dict]:
-    """Every complete decision line (a line being written is skipped until it is whole)."""
+def _decision(line: str) -> dict | None:
+    """One line as a decision, or None when it is not one (half-written, hand-edited, wrong types)."""
+    try:
+        decision = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(decision, dict):
+        return None
+    for key in ("time", "old_tasks_accuracy_before", "old_tasks_accuracy_after"):
+        value = decision.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return None
+    return decision
+
+
+def read_decisions(root: Path) -> tuple[list[dict], int]:
+    """(every well-formed decision, how many lines were not one); a line being written counts until whole."""
     path = Path(root) / DECISIONS
-    if not path.is_file():
-        return []
-    decisions = []
-    for line in path.read_text().splitlines():
-        try:
-            decisions.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return decisions
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return [], 0
+    parsed = [_decision(line) for line in lines if line.strip()]
+    return [d for d in parsed if d is not None], sum(d is None for d in parsed)
 
 
 class DecisionCollector:
@@ -33,7 +45,11 @@ class DecisionCollector:
         self.root = Path(root)
 
     def collect(self) -> Iterator[Metric]:
-        decisions = read_decisions(self.root)
+        decisions, malformed = read_decisions(self.root)
+        skipped = GaugeMetricFamily("hidecl_bundle_decisions_malformed_lines", f"Lines of {DECISIONS} that are no "
+                                    "decision (skipped).")
+        skipped.add_metric([], float(malformed))
+        yield skipped
         counts = CounterMetricFamily("hidecl_bundle_decisions", "Candidate bundle versions published or refused "
                                      "by the guard rails of export.promote.", labels=["decision"])
         for outcome in ("accepted", "refused"):

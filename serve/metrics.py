@@ -6,7 +6,7 @@ CPU (see README "Serving") up to ViT-B batches of seconds.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -45,7 +45,13 @@ class Metrics:
                                      registry=r)
         self.auth_failures = Counter("hidecl_auth_failures", "Calls refused for a missing or invalid token.",
                                      ["reason"], registry=r)
-        self._server = None
+        self.poll_errors = Counter("hidecl_bundle_poll_errors", "Bundle root polls that failed (polling goes on).",
+                                   registry=r)
+        self.ignored_entries = Gauge("hidecl_bundle_root_ignored_entries", "Entries of the bundle root that are no "
+                                     "version folder (bad names, links leaving the root), at the last scan.",
+                                     registry=r)
+        self.inflight_bytes = Gauge("hidecl_inflight_bytes", "Request bytes and decoded pixels held by admitted "
+                                    "requests (bounded by --max-inflight-mb).", registry=r)
 
     def serving(self, version: int, method: str, routing: str, requested: tuple[str, ...], used: list[str]) -> None:
         """Record the bundle that now answers and the providers it runs on."""
@@ -54,14 +60,3 @@ class Metrics:
         self.provider.clear()
         for name in dict.fromkeys([*requested, *used]):
             self.provider.labels(provider=name, requested=str(name in requested).lower()).set(int(name in used))
-
-    def start(self, port: int, host: str = "0.0.0.0") -> int:
-        """Serve /metrics on `port` (0: a free one); returns the port."""
-        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
-        return self._server.server_port
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
 
 from export.manifest import (
     LOGITS,
@@ -116,6 +117,11 @@ class BundleRuntime:
         return [-1, 3, size, size]
 
     @property
+    def pixel_bytes(self) -> int:
+        """Bytes of one image's `pixel_values` (FP32 [3, H, W])."""
+        return 4 * 3 * self.manifest.preprocessing.img_size ** 2
+
+    @property
     def num_classes(self) -> int:
         return len(self.manifest.class_names)
 
@@ -147,13 +153,20 @@ class BundleRuntime:
         names = [o.name for o in session.get_outputs()]
         return dict(zip(names, session.run(names, feeds)))
 
-    def run_graph(self, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """A graph as an OIP model: task ids checked first (`feeds` are already shape/dtype checked)."""
+    def check_graph_inputs(self, feeds: dict[str, np.ndarray]) -> None:
+        """What a graph's shape and dtype checks cannot see: task ids learned, prompt ids non-negative."""
         if TASK_ID in feeds:
             self.check_tasks(feeds[TASK_ID], "task_id")
         if PROMPT_IDS in feeds and (feeds[PROMPT_IDS] < 0).any():
             raise InvalidArgument(f"{PROMPT_IDS} must be non-negative prompt indices.")
-        return self.run(name, feeds)
+
+    def run_graph(self, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A graph as an OIP model (`feeds` were checked per request before batching; checked again here)."""
+        self.check_graph_inputs(feeds)
+        try:
+            return self.run(name, feeds)
+        except OrtInvalidArgument as error:  # e.g. a prompt id beyond the pool: the caller's input
+            raise InvalidArgument(f"model '{name}' refused the inputs: {str(error)[:300]}") from None
 
     def execute(self, pixels: np.ndarray, hints: np.ndarray, timings: Timings | None = None) -> dict[str, np.ndarray]:
         """The two-step pipeline on a batch; `hints[i]` is sample i's task or NO_HINT."""

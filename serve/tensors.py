@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -20,10 +21,16 @@ def datatype_of(array: np.ndarray) -> str:
     return next(name for name, dtype in DTYPES.items() if np.dtype(dtype) == array.dtype)
 
 
-def _count(shape: list[int], name: str) -> int:
+MAX_DIMS = 8  # no model here takes more; numpy itself stops at 64
+
+
+def element_count(shape: list[int], name: str) -> int:
+    """Elements a declared shape holds, computed exactly (a shape from outside may overflow int64)."""
+    if len(shape) > MAX_DIMS:
+        raise InvalidArgument(f"input '{name}' has {len(shape)} dimensions; at most {MAX_DIMS} are accepted.")
     if any(d < 0 for d in shape):
         raise InvalidArgument(f"input '{name}' has a negative dimension in shape {shape}.")
-    return int(np.prod(shape, dtype=np.int64))
+    return math.prod(shape)
 
 
 def decode_bytes(raw: bytes, name: str) -> list[bytes]:
@@ -48,7 +55,7 @@ def encode_bytes(items: list[bytes]) -> bytes:
 def to_numpy(tensor, raw: bytes | None) -> np.ndarray | list[bytes]:
     """One input tensor as numpy (BYTES: a list of bytes), checked against its declared shape."""
     name, datatype, shape = tensor.name, tensor.datatype, list(tensor.shape)
-    count = _count(shape, name)
+    count = element_count(shape, name)
     if datatype == "BYTES":
         items = decode_bytes(raw, name) if raw is not None else list(tensor.contents.bytes_contents)
         if len(items) != count:

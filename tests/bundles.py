@@ -266,12 +266,13 @@ def oip_request(pb, model: str, inputs: dict, version: str = "", outputs: tuple[
 
 
 def oip_outputs(response) -> dict:
-    """Raw outputs of a ModelInferResponse as numpy arrays by name."""
+    """Raw outputs of a ModelInferResponse as numpy arrays by name (BYTES: a list of bytes)."""
     import numpy as np
 
-    from serve.tensors import DTYPES
+    from serve.tensors import DTYPES, decode_bytes
 
-    return {o.name: np.frombuffer(raw, DTYPES[o.datatype]).reshape(list(o.shape))
+    return {o.name: decode_bytes(raw, o.name) if o.datatype == "BYTES" else
+            np.frombuffer(raw, DTYPES[o.datatype]).reshape(list(o.shape))
             for o, raw in zip(response.outputs, response.raw_output_contents)}
 
 

@@ -102,8 +102,10 @@ def test_pipeline_equals_the_bundles_graphs(servers, bundles, routing, hinted):
     response = oip.ModelInfer(oip_request(pb, "pipeline", inputs), timeout=30)
     got, want = oip_outputs(response), direct(bundles[routing] / "1", routing, x, hints)
     assert response.model_version == "1" and response.id == "t"
-    assert [o.name for o in response.outputs] == ["class_id", "probabilities", "task_id", "task_confidence"]
+    assert [o.name for o in response.outputs] == ["class_id", "class_name", "probabilities", "task_id",
+                                                  "task_confidence"]
     np.testing.assert_array_equal(got["class_id"], want["class_id"])
+    assert got["class_name"] == [f"class_{c}".encode() for c in want["class_id"]]  # names from the manifest
     np.testing.assert_array_equal(got["task_id"], want["task_id"])
     np.testing.assert_allclose(got["probabilities"], want["probabilities"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["task_confidence"], want["task_confidence"], rtol=1e-5, atol=1e-6)
@@ -194,7 +196,7 @@ def test_preprocess_resizes_the_shorter_side_and_center_crops():
     spec = Preprocessing(img_size=4, resize_size=5, mean=(0, 0, 0), std=(1, 1, 1), interpolation="nearest",
                          crop_pct=0.8)
     image = np.arange(10 * 20, dtype=np.uint8).reshape(10, 20)
-    x = preprocess([png(image)], spec)
+    x = preprocess([png(image)], spec, max_pixels=10**6)
     resized = np.asarray(Image.fromarray(image).convert("RGB").resize((10, 5), Image.Resampling.NEAREST))
     np.testing.assert_allclose(x[0], resized[0:4, 3:7].transpose(2, 0, 1) / 255.0, rtol=1e-6)
 
@@ -220,7 +222,8 @@ def test_metadata_liveness_readiness_health(servers):
     assert meta.versions == ["1"]
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
         ("pixel_values", "FP32", [-1, 3, IMG, IMG]), ("images", "BYTES", [-1]), ("task_id", "INT64", [-1])]
-    assert [(t.name, list(t.shape)) for t in meta.outputs][1] == ("probabilities", [-1, NUM_CLASSES])
+    assert [(t.name, list(t.shape)) for t in meta.outputs][1:3] == [("class_name", [-1]),
+                                                                    ("probabilities", [-1, NUM_CLASSES])]
     router = oip.ModelMetadata(pb.ModelMetadataRequest(name="router", version="1"))
     assert router.platform == "onnxruntime_onnx" and [t.name for t in router.outputs][0] == "task_id"
     assert oip.ModelReady(pb.ModelReadyRequest(name="classifier")).ready

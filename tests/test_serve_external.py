@@ -29,7 +29,7 @@ pixels = np.load(sys.argv[2])
 meta = client.get_model_metadata("pipeline", as_json=True)
 inputs = [triton.InferInput("pixel_values", list(pixels.shape), "FP32")]
 inputs[0].set_data_from_numpy(pixels)
-outputs = [triton.InferRequestedOutput(n) for n in ("class_id", "probabilities", "task_id")]
+outputs = [triton.InferRequestedOutput(n) for n in ("class_id", "class_name", "probabilities", "task_id")]
 result = client.infer("pipeline", inputs, outputs=outputs)
 hint = triton.InferInput("task_id", [len(pixels)], "INT64")
 hint.set_data_from_numpy(np.zeros(len(pixels), np.int64))
@@ -39,6 +39,7 @@ print(json.dumps({
     "model_ready": client.is_model_ready("pipeline"), "server": client.get_server_metadata(as_json=True)["name"],
     "inputs": meta["inputs"], "outputs": meta["outputs"],
     "class_id": result.as_numpy("class_id").tolist(), "task_id": result.as_numpy("task_id").tolist(),
+    "class_name": [name.decode() for name in result.as_numpy("class_name")],
     "probabilities_shape": list(result.as_numpy("probabilities").shape),
     "hinted_task": hinted.as_numpy("task_id").tolist(), "version": result.get_response().model_version,
 }))
@@ -66,11 +67,13 @@ def test_tritonclient_gets_the_same_classes_as_our_client(served, tmp_path):
     triton = json.loads(run.stdout)
     assert triton["live"] and triton["ready"] and triton["model_ready"] and triton["server"] == "hide-cl"
     assert triton["inputs"][0] == {"name": "pixel_values", "datatype": "FP32", "shape": ["-1", "3", str(IMG), str(IMG)]}
-    assert [o["name"] for o in triton["outputs"]] == ["class_id", "probabilities", "task_id", "task_confidence"]
+    assert [o["name"] for o in triton["outputs"]] == ["class_id", "class_name", "probabilities", "task_id",
+                                                      "task_confidence"]
     assert triton["probabilities_shape"] == [5, NUM_CLASSES] and triton["version"] == "1"
     assert triton["hinted_task"] == [0] * 5
     ours = Client.connect(target).classify(pixels=pixels, top_k=1)
     assert triton["class_id"] == [p.top[0].class_id for p in ours.predictions]
+    assert triton["class_name"] == [p.top[0].name for p in ours.predictions]  # names, not only indices
     assert triton["task_id"] == [p.task_id for p in ours.predictions]
 
 
