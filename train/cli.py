@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 
 from .config import ConfigError, FewShotRunConfig, RunConfig, replace_path
+from .data.folder_scan import FOLDER_DATASET, resolve_folder_tasks
 from .errors import UserError
 from .presets import FEW_SHOT_PRESETS, PRESETS, few_shot_preset, preset, reference_model_name
 
@@ -77,6 +78,7 @@ SWITCH_FIELDS: dict[str, str] = {
     "--not_train_ca": "alignment.not_train_ca",
     "--resume": "resume",
     "--download": "data.download",
+    "--skip-bad-images": "data.skip_bad_images",
 }
 LIST_FLAGS = {"--opt-betas", "--e_prompt_layer_idx", "--g_prompt_layer_idx", "--original_model_mlp_structure"}
 # Parsed by the reference but without effect there (or decided by the launcher/backbone here).
@@ -152,7 +154,10 @@ def parse_invocation(argv: list[str]) -> Invocation:
         for path, value in [(k, _reference_value(config, k, v)) for k, v in args.items()
                             if not k.startswith("inert:")] + overrides:
             config = replace_path(config, path, value)
-        config = config.validate()
+        if config.data.dataset == FOLDER_DATASET and "data.num_tasks" in {*args, *dict(overrides)}:
+            raise UserError(f"{FOLDER_DATASET} runs take their task count from the task folders under --data-path "
+                            "(and data.extra_task_dirs): leave --num_tasks out.")
+        config = resolve_folder_tasks(config).validate()
     except ConfigError as error:
         raise UserError(str(error)) from None
     return Invocation(config, dry_run, inert)

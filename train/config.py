@@ -28,10 +28,17 @@ class DataConfig:
     reference_normalization: bool = False  # the reference's: none (CIFAR: CIFAR-100 stats), not the backbone's
     five_datasets_transform_leak: bool = False  # the reference's CIFAR transform for notMNIST and Fashion-MNIST
     download: bool = False  # fetch missing CIFAR/MNIST/Fashion-MNIST/SVHN files with torchvision (--download)
+    # ImageFolder (train/data/folder.py): one more task per folder of <class>/<image> after the data path's tasks
+    extra_task_dirs: tuple[str, ...] = ()
+    skip_bad_images: bool = False  # leave unreadable images out (listed) instead of failing (--skip-bad-images)
+    test_fraction: float = 0.2  # test share of each class in task folders without their own train/test split
+    split_seed: int = 0  # that split's seed: fixed, not --seed, so every stage and rerun splits alike
+    merge_tasks: bool = False  # ImageFolder: every task folder's classes as one task (the joint upper bound)
 
     def __post_init__(self) -> None:
         _check(self.num_tasks >= 1, "num_tasks must be at least 1")
         _check(self.batch_size >= 1, "batch size must be at least 1")
+        _check(0 < self.test_fraction < 1, "test_fraction must be between 0 and 1 (exclusive)")
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,8 @@ def replace_path(config: Any, dotted: str, value: Any, _parent: str = "") -> Any
         if not dataclasses.is_dataclass(current):
             raise ConfigError(f"'{_parent}{head}' has no sub-keys (got '{full}')")
         return dataclasses.replace(config, **{head: replace_path(current, rest, value, f"{_parent}{head}.")})
+    if current == () and "tuple[str" in str(next(f.type for f in fields(config) if f.name == head)):
+        current = ("",)  # an empty tuple of strings: coerce items as strings, not as numbers
     try:
         return dataclasses.replace(config, **{head: coerce(value, current)})
     except ConfigError:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .backbones.registry import backbone_spec
 from .config import RunConfig
-from .data.registry import ContinualData, load_dataset
+from .data.registry import ContinualData, load_dataset, record_data_split
 from .data.splits import TaskSplit, indices_of_classes, split_classes
 from .distributed import (
     DistContext,
@@ -32,7 +32,7 @@ from .errors import UserError
 from .losses import mask_logits, masked_cross_entropy
 from .methods import ContinualMethod, build_method
 from .metrics import average_accuracies, summarize
-from .report import RunLog, format_matrix, plot_accuracy_matrix, write_results
+from .report import RunLog, class_records, format_matrix, plot_accuracy_matrix, write_results
 from .schedule import lr_at_epoch
 from .stats import ClassStatistics
 from .weights import LoadedBackbone, load_backbone
@@ -47,6 +47,7 @@ class Progress:
     pre_alignment_accuracy: np.ndarray | None = None
     task_identity: np.ndarray | None = None
     timings: list[dict] = field(default_factory=list)
+    class_accuracy: list[float] = field(default_factory=list)  # % per class id after the last task (NaN: unseen)
 
     def __post_init__(self) -> None:
         for name in ("accuracy", "pre_alignment_accuracy", "task_identity"):
@@ -55,12 +56,14 @@ class Progress:
 
     def to_dict(self) -> dict:
         return {"accuracy": self.accuracy.tolist(), "pre_alignment_accuracy": self.pre_alignment_accuracy.tolist(),
-                "task_identity": self.task_identity.tolist(), "timings": self.timings}
+                "task_identity": self.task_identity.tolist(), "timings": self.timings,
+                "class_accuracy": self.class_accuracy}
 
     @classmethod
     def from_dict(cls, data: dict) -> Progress:
         arrays = {k: np.array(data[k]) for k in ("accuracy", "pre_alignment_accuracy", "task_identity")}
-        return cls(len(arrays["accuracy"]), timings=data["timings"], **arrays)
+        return cls(len(arrays["accuracy"]), timings=data["timings"], class_accuracy=data.get("class_accuracy", []),
+                   **arrays)
 
 
 def method_key(config: RunConfig) -> str:
@@ -167,10 +170,12 @@ def align_classifier(method: ContinualMethod, task: int, split: TaskSplit, stati
 # -- evaluation -------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(method: ContinualMethod, seen_task: int, data: ContinualData, split: TaskSplit, config: RunConfig,
-             ctx: DistContext) -> tuple[np.ndarray, np.ndarray]:
-    """Accuracy and task-identity accuracy (%) on the test set of each task 0..seen_task."""
+             ctx: DistContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accuracy and task-identity accuracy (%) on the test set of each task 0..seen_task, and accuracy per class
+    id (NaN for classes not evaluated)."""
     method.eval()
     counts = torch.zeros(seen_task + 1, 3, dtype=torch.float64)  # correct, task correct, total
+    per_class = torch.zeros(2, split.num_classes, dtype=torch.float64)  # correct, total
     for task in range(seen_task + 1):
         indices = shard(indices_of_classes(data.test_targets, split.task_classes[task]), ctx.rank, ctx.world_size)
         loader = DataLoader(Subset(data.test, indices), 4 * config.data.batch_size,
@@ -180,12 +185,17 @@ def evaluate(method: ContinualMethod, seen_task: int, data: ContinualData, split
             logits = prediction.logits.float()
             if config.data.task_inc:
                 logits = mask_logits(logits, split.task_mask(task))
-            counts[task, 0] += (logits.argmax(1).cpu() == y).sum().item()
+            correct = logits.argmax(1).cpu() == y
+            counts[task, 0] += correct.sum().item()
+            per_class[0].index_add_(0, y, correct.double())
+            per_class[1].index_add_(0, y, torch.ones(len(y), dtype=torch.float64))
             routed = prediction.task_ids.reshape(len(y), -1).cpu()
             counts[task, 1] += (routed == task).any(dim=1).sum().item()
             counts[task, 2] += len(y)
     counts = all_reduce_sum(counts.to(ctx.device)).cpu()
-    return (100 * counts[:, 0] / counts[:, 2]).numpy(), (100 * counts[:, 1] / counts[:, 2]).numpy()
+    per_class = all_reduce_sum(per_class.to(ctx.device)).cpu()
+    return ((100 * counts[:, 0] / counts[:, 2]).numpy(), (100 * counts[:, 1] / counts[:, 2]).numpy(),
+            (100 * per_class[0] / per_class[1]).numpy())
 
 
 # -- the run ----------------------------------------------------------------------------------------------
@@ -193,8 +203,11 @@ def run(config: RunConfig, ctx: DistContext) -> dict:
     """Train all tasks of `config` (resuming after the last completed one when asked); return the results."""
     log = RunLog(config.output_dir, ctx.is_main)
     seed_everything(config.seed)
-    data = load_dataset(config.data, backbone_spec(config.backbone.model))
-    split = split_classes(data.num_classes, config.data.num_tasks, config.data.shuffle, config.seed)
+    data = load_dataset(config.data, backbone_spec(config.backbone.model), config.output_dir if config.resume else None)
+    if ctx.is_main:
+        record_data_split(config.output_dir, data)  # ImageFolder: the train/test file lists, kept with the run
+    split = (TaskSplit(data.num_classes, data.task_classes) if data.task_classes is not None
+             else split_classes(data.num_classes, config.data.num_tasks, config.data.shuffle, config.seed))
     backbone = load_backbone(config.backbone, ctx)
     method = build_method(method_key(config), config, backbone.vit, split).to(ctx.device)
     statistics = ClassStatistics(config.alignment.ca_storage_efficient_method, config.alignment.n_centroids)
@@ -209,7 +222,7 @@ def run(config: RunConfig, ctx: DistContext) -> dict:
     end = config.until_task or split.num_tasks
     for task in range(start, end):
         run_task(method, task, data, split, statistics, progress, config, ctx, backbone, log)
-    return finish(progress, config, split, ctx, log, max(end, start))
+    return finish(progress, config, split, ctx, log, max(end, start), data)
 
 
 def _resume(method, statistics, config, last, backbone: LoadedBackbone, log: RunLog) -> Progress:
@@ -235,12 +248,13 @@ def run_task(method, task, data, split, statistics, progress: Progress, config: 
     started = time.time()
     if method.uses_statistics:
         collect_statistics(method, task, data, split, statistics, config, ctx)
-    accuracy, identity_accuracy = evaluate(method, task, data, split, config, ctx)
+    accuracy, identity_accuracy, class_accuracy = evaluate(method, task, data, split, config, ctx)
     progress.pre_alignment_accuracy[: task + 1, task] = accuracy
     if task > 0 and method.uses_statistics and not config.alignment.not_train_ca:
         align_classifier(method, task, split, statistics, config, ctx)
-        accuracy, identity_accuracy = evaluate(method, task, data, split, config, ctx)
+        accuracy, identity_accuracy, class_accuracy = evaluate(method, task, data, split, config, ctx)
     progress.accuracy[: task + 1, task] = accuracy
+    progress.class_accuracy = class_accuracy.tolist()
     progress.task_identity[: task + 1, task] = identity_accuracy
     progress.timings.append({**timing, "statistics_alignment_evaluation_seconds": time.time() - started})
     mean = float(np.mean(accuracy))
@@ -251,12 +265,14 @@ def run_task(method, task, data, split, statistics, progress: Progress, config: 
     if ctx.is_main:
         checkpoint.save_task(config.output_dir, task, method.learned_state(), statistics.state_dict(),
                              {"config": config.to_dict(), "backbone": backbone.identity(),
-                              "progress": progress.to_dict()})
+                              "progress": progress.to_dict(), "class_names": list(data.names()),
+                              "task_names": list(data.task_names),
+                              "task_classes": [list(c) for c in split.task_classes]})
     barrier()
 
 
 def finish(progress: Progress, config: RunConfig, split: TaskSplit, ctx: DistContext, log: RunLog,
-           tasks_trained: int) -> dict:
+           tasks_trained: int, data: ContinualData) -> dict:
     """Results over the tasks trained so far (all of them unless the run stopped early with `until_task`)."""
     A = progress.accuracy[:tasks_trained, :tasks_trained]
     results = {
@@ -270,6 +286,8 @@ def finish(progress: Progress, config: RunConfig, split: TaskSplit, ctx: DistCon
         "pre_alignment_accuracy_matrix": progress.pre_alignment_accuracy[:tasks_trained, :tasks_trained].tolist(),
         "task_identity_matrix": progress.task_identity[:tasks_trained, :tasks_trained].tolist(),
         "task_classes": [list(c) for c in split.task_classes],
+        **class_records(data.names(), data.task_names, split.task_classes[:tasks_trained], A[:, -1] if len(A) else A,
+                        progress.class_accuracy),
         "world_size": ctx.world_size,
         "device": str(ctx.device),
         "train_seconds": float(sum(t["train_seconds"] for t in progress.timings)),

@@ -37,19 +37,23 @@ def check_inputs(config: RunConfig) -> None:
     """Cheap checks before any process group, data or weights: fail in a second, not a minute."""
     from train.backbones.registry import backbone_spec
     from train.checkpoint import check_stage1_run
+    from train.data.folder import FOLDER_DATASET, check_folder_data
     from train.data.registry import check_loadable
     from train.data.splits import split_classes
     from train.distributed import load_ds_config
 
     backbone_spec(config.backbone.model)
     entry = check_loadable(config.data.dataset, config.data.data_path, config.data.download)
-    split_classes(entry.num_classes, config.data.num_tasks)
+    if config.data.dataset != FOLDER_DATASET:
+        split_classes(entry.num_classes, config.data.num_tasks)
     try:
         load_ds_config(config.deepspeed_config, config.data.batch_size, config.optim.clip_grad)
     except FileNotFoundError as error:
         raise UserError(str(error)) from None
     if needs_stage1(config) and config.trained_original_model:
         check_stage1_run(config.trained_original_model, config.data.num_tasks)
+    if config.data.dataset == FOLDER_DATASET:  # the user's folders, every image decoded: the slowest check, last
+        check_folder_data(config)
 
 
 def run_pipeline(config: RunConfig) -> dict:

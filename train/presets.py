@@ -24,6 +24,7 @@ from .config import (
     PromptConfig,
     RunConfig,
 )
+from .data.folder_scan import FOLDER_DATASET
 from .errors import UserError
 
 _VIT_B = BackboneConfig(model="vit_base_patch16_224", original_model="vit_base_patch16_224")
@@ -136,6 +137,20 @@ def _digits_joint(name: str) -> RunConfig:
                    prompt=replace(base.prompt, size=1))
 
 
+def _folder(name: str, method: str) -> RunConfig:
+    """A method on the user's own image folders (`--data-path ROOT` of <task>/<class>/<image>), with the digits
+    presets' embedded backbone and budget; the task count comes from the folders."""
+    base = _digits(name, method)
+    return replace(base, output_dir=f"./output/{name}", data=replace(base.data, dataset=FOLDER_DATASET, data_path=""))
+
+
+def _folder_joint(name: str) -> RunConfig:
+    """Upper bound on the user's folders: HiDe-Prompt's trainable parts on every class as one task."""
+    base = _folder(name, "hideprompt")
+    return replace(base, data=replace(base.data, merge_tasks=True), prompt=replace(base.prompt, size=1))
+
+
+FOLDER_METHODS = ("hideprompt", "hidelora", "l2p", "dualprompt", "sprompt", "continual_lora")
 PRESETS: dict[str, Callable[[str], RunConfig]] = {
     "cifar100_hideprompt_5e": lambda n: _reference_hideprompt(n, "Split-CIFAR100", momentum=0.01),
     "imr_hideprompt_5e": lambda n: _reference_hideprompt(n, "Split-Imagenet-R"),
@@ -153,6 +168,8 @@ PRESETS: dict[str, Callable[[str], RunConfig]] = {
     **{f"digits_{m}": (lambda n, m=m: _digits(n, m))
        for m in ("l2p", "dualprompt", "sprompt", "continual_lora", "hidelora")},
     "digits_joint": _digits_joint,
+    **{f"folder_{m}": (lambda n, m=m: _folder(n, m)) for m in FOLDER_METHODS},
+    "folder_joint": _folder_joint,
 }
 
 

@@ -32,6 +32,22 @@ def format_matrix(A: np.ndarray, upto: int) -> str:
     return "\n".join(f"  task {i + 1:>2}: {row}" for i, row in enumerate(rows))
 
 
+def class_records(class_names: tuple[str, ...], task_names: tuple[str, ...], task_classes, task_accuracy,
+                  class_accuracy: list[float]) -> dict:
+    """results.json's names: every class's name, and per learned task its classes and final accuracy by name."""
+    def number(value: float) -> float | None:
+        return None if value is None or np.isnan(value) else round(float(value), 4)
+
+    per_class = {class_names[c]: number(class_accuracy[c]) for c in range(min(len(class_names), len(class_accuracy)))
+                 if not np.isnan(class_accuracy[c])}
+    tasks = [{"task": t + 1, "name": task_names[t] if t < len(task_names) else f"task{t + 1}",
+              "classes": [class_names[c] for c in classes], "class_ids": list(classes),
+              "accuracy": number(task_accuracy[t]) if t < len(task_accuracy) else None}
+             for t, classes in enumerate(task_classes)]
+    return {"class_names": list(class_names), "tasks": tasks, "per_class_accuracy": per_class,
+            "per_task_accuracy": {task["name"]: task["accuracy"] for task in tasks}}
+
+
 def write_results(output_dir: str | Path, results: dict) -> Path:
     path = Path(output_dir) / "results.json"
     path.write_text(json.dumps(results, indent=2))

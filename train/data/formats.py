@@ -52,3 +52,10 @@ def read_cars_annotations(path: Path) -> tuple[list[str], np.ndarray]:
     records = np.atleast_1d(loadmat(str(path), squeeze_me=True)["annotations"])
     names = [str(r["fname"]) for r in records]
     return names, np.asarray([int(r["class"]) - 1 for r in records], dtype=np.int64)
+
+
+def read_cars_class_names(path: Path) -> tuple[str, ...]:
+    """Stanford Cars devkit `cars_meta.mat`: `class_names`, in label order."""
+    from scipy.io import loadmat
+
+    return tuple(str(n) for n in np.atleast_1d(loadmat(str(path), squeeze_me=True)["class_names"]))

@@ -8,9 +8,10 @@ the registry turns into one message naming the expected layout.
 from __future__ import annotations
 
 import json
+import pickle
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from torch.utils.data import ConcatDataset
 
 from ..backbones.spec import BackboneSpec
 from ..paths import cache_root
-from .formats import read_cars_annotations, read_cifar_batches, read_idx, read_svhn_mat
+from .formats import read_cars_annotations, read_cars_class_names, read_cifar_batches, read_idx, read_svhn_mat
 from .images import ArrayImages, FileImages, class_folders
 from .transforms import image_transform
 
@@ -32,10 +33,33 @@ class DataLayoutError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class Part:
-    """One split of a dataset: images in memory or on disk, and their labels."""
+    """One split of a dataset: images in memory or on disk, their labels, and the class names when the files
+    say them (empty: the labels are the names)."""
 
     images: np.ndarray | list[Path]
     labels: np.ndarray
+    names: tuple[str, ...] = ()
+
+
+DIGITS = tuple(str(d) for d in range(10))
+CLASS_NAMES: dict[str, tuple[str, ...]] = {  # datasets whose names no file carries
+    "digits": DIGITS, "mnist": DIGITS, "svhn": DIGITS, "not_mnist": tuple("ABCDEFGHIJ"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+}
+
+
+def named(parts: tuple[Part, Part], names: tuple[str, ...]) -> tuple[Part, Part]:
+    return tuple(replace(p, names=tuple(names)) for p in parts)
+
+
+def _pickled_names(path: Path, key: str) -> tuple[str, ...]:
+    """Class names from a CIFAR meta pickle (`meta`: fine_label_names, `batches.meta`: label_names), if there."""
+    if not path.is_file():
+        return ()
+    with path.open("rb") as f:
+        return tuple(str(n) for n in pickle.load(f, encoding="latin1").get(key, ()))
 
 
 def _need(path: Path) -> Path:
@@ -54,14 +78,16 @@ def _first_existing(*candidates: Path) -> Path:
 # -- the formats, one function per member dataset -------------------------------------------------
 def cifar100(root: Path) -> tuple[Part, Part]:
     folder = _need(root / "cifar-100-python")
-    return tuple(Part(*read_cifar_batches([_need(folder / s)], "fine_labels")) for s in ("train", "test"))
+    parts = tuple(Part(*read_cifar_batches([_need(folder / s)], "fine_labels")) for s in ("train", "test"))
+    return named(parts, _pickled_names(folder / "meta", "fine_label_names"))
 
 
 def cifar10(root: Path) -> tuple[Part, Part]:
     folder = _need(root / "cifar-10-batches-py")
     train = [_need(folder / f"data_batch_{i}") for i in range(1, 6)]
-    return Part(*read_cifar_batches(train, "labels")), Part(*read_cifar_batches([_need(folder / "test_batch")],
-                                                                                 "labels"))
+    parts = Part(*read_cifar_batches(train, "labels")), Part(*read_cifar_batches([_need(folder / "test_batch")],
+                                                                                  "labels"))
+    return named(parts, _pickled_names(folder / "batches.meta", "label_names") or CLASS_NAMES["cifar10"])
 
 
 def _idx_pair(folder: Path, prefix: str) -> Part:
@@ -79,23 +105,23 @@ def mnist_like(root: Path, name: str) -> tuple[Part, Part]:
 
 
 def mnist(root: Path) -> tuple[Part, Part]:
-    return mnist_like(root, "MNIST")
+    return named(mnist_like(root, "MNIST"), CLASS_NAMES["mnist"])
 
 
 def fashion_mnist(root: Path) -> tuple[Part, Part]:
-    return mnist_like(root, "FashionMNIST")
+    return named(mnist_like(root, "FashionMNIST"), CLASS_NAMES["fashion_mnist"])
 
 
 def svhn(root: Path) -> tuple[Part, Part]:
     """`train_32x32.mat`/`test_32x32.mat` directly under the data path (torchvision) or in `SVHN/`."""
-    return tuple(Part(*read_svhn_mat(_first_existing(root / f"{s}_32x32.mat", root / "SVHN" / f"{s}_32x32.mat")))
-                 for s in ("train", "test"))
+    files = (_first_existing(root / f"{s}_32x32.mat", root / "SVHN" / f"{s}_32x32.mat") for s in ("train", "test"))
+    return named(tuple(Part(*read_svhn_mat(f)) for f in files), CLASS_NAMES["svhn"])
 
 
 def _folder_part(classes: list[tuple[str, list[Path]]]) -> Part:
     paths = [p for _, files in classes for p in files]
     labels = np.asarray([c for c, (_, files) in enumerate(classes) for _ in files], dtype=np.int64)
-    return Part(paths, labels)
+    return Part(paths, labels, tuple(name for name, _ in classes))  # the folder names (wnids, letters, models)
 
 
 def not_mnist(root: Path) -> tuple[Part, Part]:
@@ -157,12 +183,13 @@ def cars196_devkit(folder: Path) -> tuple[Part, Part]:
                   for images, (names, labels) in (("cars_train", train), ("cars_test", test)))
     for path in parts[0].images[:1] + parts[1].images[:1]:
         _need(path)
-    return parts
+    return named(parts, read_cars_class_names(folder / "devkit" / "cars_meta.mat"))
 
 
 def cub200(root: Path) -> tuple[Part, Part]:
     """CUB-200-2011 with its official `train_test_split.txt`."""
     folder = _need(root / "CUB_200_2011")
+    names = _cub_names(folder / "classes.txt")
     images = dict(line.split() for line in _need(folder / "images.txt").read_text().splitlines() if line.strip())
     labels = dict(line.split() for line in _need(folder / "image_class_labels.txt").read_text().splitlines()
                   if line.strip())
@@ -175,7 +202,16 @@ def cub200(root: Path) -> tuple[Part, Part]:
                           np.asarray([int(labels[i]) - 1 for i in ids], dtype=np.int64)))
     for path in parts[0].images[:1] + parts[1].images[:1]:
         _need(path)
-    return tuple(parts)
+    return named(tuple(parts), names)
+
+
+def _cub_names(path: Path) -> tuple[str, ...]:
+    """`classes.txt` lines `<id> <NNN.Name>` → the names without the number prefix, in id order (if there)."""
+    if not path.is_file():
+        return ()
+    rows = sorted((int(i), n) for i, n in (line.split(maxsplit=1) for line in path.read_text().splitlines()
+                                            if line.strip()))
+    return tuple(n.strip().split(".", 1)[-1] for _, n in rows)
 
 
 # -- datasets the registry exposes -----------------------------------------------------------------------
@@ -215,6 +251,11 @@ def five_datasets(root: Path, spec: BackboneSpec, reference_norm: bool, transfor
     train, train_eval, test, train_y, test_y = zip(*members, strict=True)
     return (ConcatDataset(train), ConcatDataset(train_eval), ConcatDataset(test), torch.cat(train_y),
             torch.cat(test_y))
+
+
+def five_datasets_names() -> tuple[str, ...]:
+    """The 50 classes of 5-datasets, each named after its member ("svhn:3", "cifar10:cat")."""
+    return tuple(f"{member}:{name}" for member in FIVE_DATASETS for name in CLASS_NAMES[member])
 
 
 READERS: dict[str, Reader] = {**MEMBER_READERS, "cifar100": cifar100, "imagenet_r": imagenet_r, "cub200": cub200,

@@ -14,7 +14,17 @@ from ..config import DataConfig
 from ..errors import UserError
 from .digits import load_split_digits
 from .download import DOWNLOADS, downloading
-from .reference import FIVE_DATASETS, READERS, DataLayoutError, Reader, build_split, five_datasets
+from .folder_scan import FOLDER_DATASET, write_split_record
+from .reference import (
+    CLASS_NAMES,
+    FIVE_DATASETS,
+    READERS,
+    DataLayoutError,
+    Reader,
+    build_split,
+    five_datasets,
+    five_datasets_names,
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +35,13 @@ class ContinualData:
     train_targets: torch.Tensor
     test_targets: torch.Tensor
     num_classes: int
+    class_names: tuple[str, ...] = ()  # empty: str(i) (`names()` gives the full tuple)
+    task_classes: tuple[tuple[int, ...], ...] | None = None  # class ids per task; None: the preset's split_classes
+    task_names: tuple[str, ...] = ()  # ImageFolder: the task folders' names
+    split_record: dict | None = None  # ImageFolder: the train/test file lists, kept as <output_dir>/data_split.json
+
+    def names(self) -> tuple[str, ...]:
+        return self.class_names or tuple(str(c) for c in range(self.num_classes))
 
 
 @dataclass(frozen=True)
@@ -39,7 +56,8 @@ class DatasetEntry:
 
 def _digits(_: Path, spec: BackboneSpec, __: DataConfig) -> ContinualData:
     train, test = load_split_digits(spec)
-    return ContinualData(train, train, test, train.tensors[1], test.tensors[1], 10)  # no augmentation
+    return ContinualData(train, train, test, train.tensors[1], test.tensors[1], 10,  # no augmentation
+                         class_names=CLASS_NAMES["digits"])
 
 
 def _reader(name: str, data: DataConfig) -> Reader:
@@ -50,7 +68,8 @@ def _reader(name: str, data: DataConfig) -> Reader:
 def _single(name: str, num_classes: int, cifar_style: bool = False):
     def load(root: Path, spec: BackboneSpec, data: DataConfig) -> ContinualData:
         parts = _reader(name, data)(root)
-        return ContinualData(*build_split(parts, spec, cifar_style, data.reference_normalization), num_classes)
+        return ContinualData(*build_split(parts, spec, cifar_style, data.reference_normalization), num_classes,
+                             class_names=parts[0].names)
 
     return load
 
@@ -58,7 +77,11 @@ def _single(name: str, num_classes: int, cifar_style: bool = False):
 def _five(root: Path, spec: BackboneSpec, data: DataConfig) -> ContinualData:
     readers = {name: _reader(name, data) for name in FIVE_DATASETS}
     return ContinualData(*five_datasets(root, spec, data.reference_normalization, data.five_datasets_transform_leak,
-                                        readers), 50)
+                                        readers), 50, class_names=five_datasets_names())
+
+
+def _image_folder(_: Path, __: BackboneSpec, ___: DataConfig) -> ContinualData:
+    raise AssertionError("ImageFolder is loaded by load_dataset (it needs the run folder)")
 
 
 _TV = "torchvision's {} (download=True, or --download here)"
@@ -98,6 +121,10 @@ DATASETS: dict[str, DatasetEntry] = {
     "Split-SVHN": DatasetEntry(10, 5, "<data-path>/{train,test}_32x32.mat (or <data-path>/SVHN/)",
                                _TV.format("SVHN"), _single("svhn", 10), ("svhn",)),
     "Split-NotMNIST": DatasetEntry(10, 5, *_NOT_MNIST, _single("not_mnist", 10)),
+    # classes and tasks come from the folders (num_classes 0: not known before they are read)
+    FOLDER_DATASET: DatasetEntry(
+        0, 0, "<data-path>/<task>/<class>/<image> (tasks in sorted name order; or <task>/{train,test}/<class>/"
+        "<image>); JPEG/PNG/BMP/WebP/TIFF", "your own images (see docs/your-own-data.md)", _image_folder),
 }
 
 
@@ -135,10 +162,30 @@ def check_loadable(name: str, data_path: str, download: bool = False) -> Dataset
     return entry
 
 
-def load_dataset(data: DataConfig, spec: BackboneSpec) -> ContinualData:
-    """The train and test sets of `data.dataset`, or one message naming the expected layout."""
+def load_dataset(data: DataConfig, spec: BackboneSpec, run_dir: str | Path | None = None) -> ContinualData:
+    """The train and test sets of `data.dataset`, or one message naming the expected layout.
+
+    ImageFolder reads the split recorded in `run_dir` back (for the tasks it holds) instead of splitting again.
+    """
+    if data.dataset == FOLDER_DATASET:
+        return _folder(data, spec, run_dir)
     entry = check_loadable(data.dataset, data.data_path, data.download)
     try:
         return entry.load(Path(data.data_path), spec, data)
     except DataLayoutError as missing:
         raise layout_error(data.dataset, data.data_path, str(missing), data.download) from None
+
+
+def _folder(data: DataConfig, spec: BackboneSpec, run_dir: str | Path | None) -> ContinualData:
+    from .folder import folder_data
+
+    folder = folder_data(data, spec, run_dir)
+    return ContinualData(folder.train, folder.train_eval, folder.test, folder.train.labels, folder.test.labels,
+                         len(folder.class_names), folder.class_names, folder.task_classes, folder.task_names,
+                         folder.record)
+
+
+def record_data_split(output_dir: str | Path, data: ContinualData) -> None:
+    """Keep an ImageFolder run's split with the run (rank 0, before training); other datasets: nothing to keep."""
+    if data.split_record is not None:
+        write_split_record(output_dir, data.split_record)
