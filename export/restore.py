@@ -8,9 +8,10 @@ from pathlib import Path
 
 from train import checkpoint
 from train.config import RunConfig
-from train.data.splits import TaskSplit, split_classes
+from train.data.splits import TaskSplit
 from train.distributed import init_distributed
 from train.errors import UserError
+from train.growth import recorded_split
 from train.methods import ContinualMethod, build_method
 from train.weights import LoadedBackbone, load_backbone
 
@@ -73,7 +74,7 @@ def restore(run_dir: str | Path, task: int | None = None, backbone_checkpoint: s
             f"the backbone weights found for '{config.backbone.model}' (sha256 {backbone.weights_sha256[:12]}…) are "
             f"not the ones '{run_dir}' was trained on (sha256 {state['backbone']['sha256'][:12]}…): pass the "
             "training run's weights with --backbone-checkpoint PATH.")
-    split = split_classes(_num_classes(config), config.data.num_tasks, config.data.shuffle, config.seed)
+    split = recorded_split(state)  # the tasks as they were when this checkpoint was written (a run may grow)
     method = build_method(config.method, config, backbone.vit, split)
     missing, unexpected = method.load_state_dict(learned, strict=False)
     missing = [k for k in missing if not k.startswith(("backbone.", "tii."))]
@@ -85,9 +86,3 @@ def restore(run_dir: str | Path, task: int | None = None, backbone_checkpoint: s
         method.load_task_identity(checkpoint.load_task_identity(stage1_dir(run_dir, config), task,
                                                                  backbone.identity()))
     return RestoredRun(run_dir, task, config, split, backbone, method.eval(), folder_sha256(folder))
-
-
-def _num_classes(config: RunConfig) -> int:
-    from train.data.registry import DATASETS
-
-    return DATASETS[config.data.dataset].num_classes
