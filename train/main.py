@@ -38,14 +38,14 @@ def check_inputs(config: RunConfig) -> None:
     from train.backbones.registry import backbone_spec
     from train.checkpoint import check_stage1_run
     from train.data.folder import FOLDER_DATASET, check_folder_data
-    from train.data.registry import check_loadable
+    from train.data.registry import builtin_class_names, check_loadable
     from train.data.splits import split_classes
     from train.distributed import load_ds_config
 
     backbone_spec(config.backbone.model)
     entry = check_loadable(config.data.dataset, config.data.data_path, config.data.download)
-    if config.data.dataset != FOLDER_DATASET:
-        split_classes(entry.num_classes, config.data.num_tasks)
+    if config.data.dataset != FOLDER_DATASET:  # the benchmark's own tasks, before any extra folder task
+        split_classes(entry.num_classes, config.data.num_tasks - len(config.data.extra_task_dirs))
     try:
         load_ds_config(config.deepspeed_config, config.data.batch_size, config.optim.clip_grad)
     except FileNotFoundError as error:
@@ -54,6 +54,8 @@ def check_inputs(config: RunConfig) -> None:
         check_stage1_run(config.trained_original_model, config.data.num_tasks)
     if config.data.dataset == FOLDER_DATASET:  # the user's folders, every image decoded: the slowest check, last
         check_folder_data(config)
+    elif config.data.extra_task_dirs:  # folder tasks after a built-in benchmark: new names only
+        check_folder_data(config, builtin_class_names(config.data, backbone_spec(config.backbone.model)))
 
 
 def run_pipeline(config: RunConfig) -> dict:

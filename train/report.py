@@ -32,20 +32,36 @@ def format_matrix(A: np.ndarray, upto: int) -> str:
     return "\n".join(f"  task {i + 1:>2}: {row}" for i, row in enumerate(rows))
 
 
-def class_records(class_names: tuple[str, ...], task_names: tuple[str, ...], task_classes, task_accuracy,
-                  class_accuracy: list[float]) -> dict:
-    """results.json's names: every class's name, and per learned task its classes and final accuracy by name."""
+def named_results(data, task_classes, tasks_trained: int, task_accuracy, class_accuracy: list[float]) -> dict:
+    """results.json's names: every class's name, and per learned task its classes and final accuracy by name.
+
+    `data` (ContinualData) names its classes and its listed tasks (`task_names` for `task_classes`: every task of
+    ImageFolder; the folder tasks after a benchmark's own); other tasks are "task<k>". `task_classes`: the run's
+    whole split; `task_accuracy`: accuracy on tasks 0..tasks_trained-1 after the last one.
+    """
+    class_names = data.names()
+    listed = dict(zip(map(tuple, data.task_classes or ()), data.task_names))
+
     def number(value: float) -> float | None:
         return None if value is None or np.isnan(value) else round(float(value), 4)
 
     per_class = {class_names[c]: number(class_accuracy[c]) for c in range(min(len(class_names), len(class_accuracy)))
                  if not np.isnan(class_accuracy[c])}
-    tasks = [{"task": t + 1, "name": task_names[t] if t < len(task_names) else f"task{t + 1}",
+    tasks = [{"task": t + 1, "name": listed.get(tuple(classes), f"task{t + 1}"),
               "classes": [class_names[c] for c in classes], "class_ids": list(classes),
               "accuracy": number(task_accuracy[t]) if t < len(task_accuracy) else None}
-             for t, classes in enumerate(task_classes)]
+             for t, classes in enumerate(task_classes[:tasks_trained])]
     return {"class_names": list(class_names), "tasks": tasks, "per_class_accuracy": per_class,
             "per_task_accuracy": {task["name"]: task["accuracy"] for task in tasks}}
+
+
+def class_records(class_names, task_names, task_classes, task_accuracy, class_accuracy) -> dict:
+    """Transitional (engine call of b804817): `named_results` for a run whose tasks are all named."""
+    from types import SimpleNamespace
+
+    data = SimpleNamespace(names=lambda: tuple(class_names), task_names=tuple(task_names),
+                           task_classes=tuple(map(tuple, task_classes))[:len(task_names)] or None)
+    return named_results(data, task_classes, len(task_classes), task_accuracy, class_accuracy)
 
 
 def write_results(output_dir: str | Path, results: dict) -> Path:

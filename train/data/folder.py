@@ -64,21 +64,25 @@ class FolderData:
     record: dict  # the split, as `<output_dir>/data_split.json` keeps it
 
 
-def _labelled(tasks: list[FolderTask], part: str) -> list[tuple[Path, int]]:
-    files, offset = [], 0
+def _labelled(tasks: list[FolderTask], part: str, offset: int) -> list[tuple[Path, int]]:
+    files = []
     for task in tasks:
         files += [(path, offset + c) for path, c in task.files(part)]
         offset += len(task.classes)
     return files
 
 
-def folder_data(data: DataConfig, spec: BackboneSpec, run_dir: str | Path | None = None,
-                min_train: int = 1) -> FolderData:
-    """The run's tasks as datasets (the split recorded in `run_dir` read back for the tasks it holds)."""
-    tasks = folder_tasks(data, run_dir, min_train)
+def folder_data(data: DataConfig, spec: BackboneSpec, run_dir: str | Path | None = None, min_train: int = 1,
+                known: tuple[str, ...] = ()) -> FolderData:
+    """The run's folder tasks as datasets (the split recorded in `run_dir` read back for the tasks it holds).
+
+    After a built-in dataset whose classes are `known`, class ids continue after them (its classes keep theirs).
+    """
+    tasks = folder_tasks(data, run_dir, min_train, known)
     train_tf, test_tf = image_transform(spec, train=True), image_transform(spec, train=False)
-    train, test = _labelled(tasks, "train"), _labelled(tasks, "test")
-    ids, task_classes = iter(range(sum(len(t.classes) for t in tasks))), []
+    offset = len(known)
+    train, test = _labelled(tasks, "train", offset), _labelled(tasks, "test", offset)
+    ids, task_classes = iter(range(offset, offset + sum(len(t.classes) for t in tasks))), []
     for task in tasks:
         task_classes.append(tuple(next(ids) for _ in task.classes))
     task_names = tuple(t.name for t in tasks)
@@ -94,12 +98,13 @@ def min_train_images(config: RunConfig) -> int:
     return 2 if config.alignment.ca_storage_efficient_method in ("covariance", "variance") else 1
 
 
-def check_folder_data(config: RunConfig) -> list[FolderTask]:
-    """Every check of the user's folders, before any process group or file is written; the summary printed once
-    (rank 0 of a launcher, or a plain process)."""
+def check_folder_data(config: RunConfig, known: tuple[str, ...] = ()) -> list[FolderTask]:
+    """Every check of the user's folders (ImageFolder, or `extra_task_dirs` after a built-in dataset whose classes
+    are `known`), before any process group or file is written; the summary printed once (rank 0)."""
     run_dir = config.output_dir if config.resume else None
-    tasks = folder_tasks(config.data, run_dir, min_train_images(config))
-    if (1 if config.data.merge_tasks else len(tasks)) != config.data.num_tasks:
+    tasks = folder_tasks(config.data, run_dir, min_train_images(config), known)
+    folder_only = config.data.dataset == FOLDER_DATASET
+    if folder_only and (1 if config.data.merge_tasks else len(tasks)) != config.data.num_tasks:
         raise UserError(f"the data under '{config.data.data_path}' (+ {len(config.data.extra_task_dirs)} extra "
                         f"folder(s)) holds {len(tasks)} tasks, the run's config says {config.data.num_tasks}: "
                         "ImageFolder runs take their task count from the folders (leave --num_tasks out).")

@@ -265,31 +265,41 @@ def bad_images_error(tasks: list[FolderTask]) -> UserError:
 
 # -- all tasks of a run ----------------------------------------------------------------------------------------
 def task_sources(data) -> list[TaskSource]:
-    """ROOT's task folders in sorted name order, then `data.extra_task_dirs` in the order given."""
+    """ImageFolder: ROOT's task folders in sorted name order; then (any dataset) `data.extra_task_dirs` in order."""
+    sources = _root_sources(data) if data.dataset == FOLDER_DATASET else []
+    if len(sources) + len(data.extra_task_dirs) > MAX_TASKS:
+        raise UserError(f"'{data.data_path}' and data.extra_task_dirs hold more than {MAX_TASKS} tasks.")
+    for extra in data.extra_task_dirs:
+        path = Path(extra)
+        if not path.is_dir():
+            raise UserError(f"task folder '{extra}' does not exist (or is not a folder): pass a folder of "
+                            "<class>/<image> (or train/<class>/<image> and test/<class>/<image>).")
+        sources.append(TaskSource(str(extra), path, check_name(_folder_name(path), "task", path.parent)))
+    return sources
+
+
+def _root_sources(data) -> list[TaskSource]:
     root = Path(data.data_path)
     if not data.data_path or not root.is_dir():
         raise UserError(f"dataset {FOLDER_DATASET} needs --data-path ROOT, a folder of <task>/<class>/<image> "
                         f"('{data.data_path}' is {'not given' if not data.data_path else 'not a folder'}).")
-    budget = [MAX_ENTRIES]
-    folders, _ = _listing(root, budget)
-    if len(folders) + len(data.extra_task_dirs) > MAX_TASKS:
+    folders, _ = _listing(root, [MAX_TASKS + 1000])
+    if len(folders) > MAX_TASKS:
         raise UserError(f"'{root}' holds {len(folders)} task folders, more than {MAX_TASKS}.")
-    sources = [TaskSource(f.name, f, check_name(f.name, "task", root)) for f in folders]
-    for extra in data.extra_task_dirs:
-        path = Path(extra)
-        sources.append(TaskSource(str(extra), path, check_name(_folder_name(path), "task", path.parent)))
-    if not sources:
+    if not folders:
         raise UserError(f"'{root}' holds no task folder: put each task's class folders in a folder of its own, "
                         f"e.g. '{root}/task1/cat/1.jpg'.")
-    return sources
+    return [TaskSource(f.name, f, check_name(f.name, "task", root)) for f in folders]
 
 
 def folder_num_tasks(data) -> int:
     return len(task_sources(data))
 
 
-def folder_tasks(data, run_dir: str | Path | None = None, min_train: int = 1) -> list[FolderTask]:
-    """Every task of the run: the recorded split for the tasks it holds, new tasks scanned, checked and split."""
+def folder_tasks(data, run_dir: str | Path | None = None, min_train: int = 1,
+                 known: tuple[str, ...] = ()) -> list[FolderTask]:
+    """Every folder task of the run: the recorded split for the tasks it holds, new tasks scanned, checked and
+    split. `known`: the class names of a built-in dataset the tasks come after (none may be reused)."""
     sources = task_sources(data)
     recorded = read_split_record(run_dir) if run_dir else []
     for index, (record, source) in enumerate(zip(recorded, sources)):
@@ -306,19 +316,23 @@ def folder_tasks(data, run_dir: str | Path | None = None, min_train: int = 1) ->
     fresh = tasks[len(recorded):]
     if any(t.skipped for t in fresh) and not data.skip_bad_images:
         raise bad_images_error(fresh)
-    _check_new_names(tasks)
+    _check_new_names(tasks, known, data.dataset)
     return tasks
 
 
-def _check_new_names(tasks: list[FolderTask]) -> None:
+def _check_new_names(tasks: list[FolderTask], known: tuple[str, ...], dataset: str) -> None:
     """Task names (they label results) and class names (the model's answers) are unique across the run."""
     owner: dict[str, int] = {}
     task_names = [t.name for t in tasks]
+    known_ids = {name: c for c, name in enumerate(known)}
     for index, task in enumerate(tasks):
         if task_names.index(task.name) != index:
             raise UserError(f"task {index + 1} ('{task.source}') has the name '{task.name}' of task "
                             f"{task_names.index(task.name) + 1}: rename its folder.")
         for name in task.classes:
+            if name in known_ids:
+                raise UserError(f"class '{name}' of '{task.source}' is already a class of {dataset} (class id "
+                                f"{known_ids[name]}): every task must bring new classes. Rename the folder.")
             if name in owner:
                 first = tasks[owner[name]]
                 raise UserError(f"class '{name}' of task {index + 1} ('{task.source}') is already a class of task "

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from ..backbones.spec import BackboneSpec
 from ..config import DataConfig
@@ -171,9 +171,10 @@ def load_dataset(data: DataConfig, spec: BackboneSpec, run_dir: str | Path | Non
         return _folder(data, spec, run_dir)
     entry = check_loadable(data.dataset, data.data_path, data.download)
     try:
-        return entry.load(Path(data.data_path), spec, data)
+        builtin = entry.load(Path(data.data_path), spec, data)
     except DataLayoutError as missing:
         raise layout_error(data.dataset, data.data_path, str(missing), data.download) from None
+    return _with_folder_tasks(builtin, data, spec, run_dir) if data.extra_task_dirs else builtin
 
 
 def _folder(data: DataConfig, spec: BackboneSpec, run_dir: str | Path | None) -> ContinualData:
@@ -183,6 +184,25 @@ def _folder(data: DataConfig, spec: BackboneSpec, run_dir: str | Path | None) ->
     return ContinualData(folder.train, folder.train_eval, folder.test, folder.train.labels, folder.test.labels,
                          len(folder.class_names), folder.class_names, folder.task_classes, folder.task_names,
                          folder.record)
+
+
+def _with_folder_tasks(builtin: ContinualData, data: DataConfig, spec: BackboneSpec,
+                       run_dir: str | Path | None) -> ContinualData:
+    """A built-in dataset + one task per `extra_task_dirs` folder: their classes get ids after the built-in's, and
+    `task_classes` lists only these tasks (the built-in's own are split as usual, before them)."""
+    from .folder import folder_data
+
+    folder = folder_data(data, spec, run_dir, known=builtin.names())
+    return ContinualData(
+        ConcatDataset([builtin.train, folder.train]), ConcatDataset([builtin.train_eval, folder.train_eval]),
+        ConcatDataset([builtin.test, folder.test]), torch.cat([builtin.train_targets, folder.train.labels]),
+        torch.cat([builtin.test_targets, folder.test.labels]), builtin.num_classes + len(folder.class_names),
+        builtin.names() + folder.class_names, folder.task_classes, folder.task_names, folder.record)
+
+
+def builtin_class_names(data: DataConfig, spec: BackboneSpec) -> tuple[str, ...]:
+    """The class names of `data.dataset` alone (what folder tasks after it may not reuse)."""
+    return load_dataset(replace(data, extra_task_dirs=()), spec).names()
 
 
 def record_data_split(output_dir: str | Path, data: ContinualData) -> None:
