@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from train import checkpoint
 from train.data.registry import load_dataset
 from train.data.splits import indices_of_classes
 from train.errors import UserError
@@ -26,6 +28,7 @@ from .manifest import (
     Measurement,
     Preprocessing,
     Source,
+    TaskInfo,
     TensorSpec,
     file_sha256,
 )
@@ -102,7 +105,7 @@ def staging(final: Path):
 
 def parity_images(run: RestoredRun, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Test images of the learned tasks (a seeded sample of at most `limit`), preprocessed as in training."""
-    data = load_dataset(run.config.data, run.backbone.spec)
+    data = load_dataset(run.config.data, run.backbone.spec, run.run_dir)  # ImageFolder: the run's recorded split
     classes = tuple(c for t in range(run.task + 1) for c in run.split.task_classes[t])
     indices = indices_of_classes(data.test_targets, classes)
     if len(indices) > limit:
@@ -152,9 +155,26 @@ def measure(runner: OnnxTwoStep, images, result: Comparison) -> Measurement:
                        machine=machine())
 
 
+def _state(run: RestoredRun) -> dict:
+    return json.loads((checkpoint.task_dir(run.run_dir, run.task) / checkpoint.STATE).read_text())
+
+
 def class_names(run: RestoredRun) -> list[str]:
-    """Class indices as names (Split-Digits: the digits themselves)."""
-    return [str(c) for c in range(run.split.num_classes)]
+    """The names the run's data gave its classes (folder names, dataset meta); the index for any it did not
+    name (checkpoints written before names were kept)."""
+    recorded = _state(run).get("class_names", [])
+    return [str(recorded[c]) if c < len(recorded) else str(c) for c in range(run.split.num_classes)]
+
+
+def task_infos(run: RestoredRun, names: list[str]) -> list[TaskInfo]:
+    """Every task of the run with its classes. The data's named tasks are the last ones (all of ImageFolder's,
+    the folder tasks after a benchmark's own); the others are "task<k>"."""
+    tasks = run.split.task_classes
+    recorded = _state(run).get("task_names", [])
+    first = len(tasks) - len(recorded)
+    return [TaskInfo(task_id=t, name=recorded[t - first] if 0 <= first <= t else f"task{t + 1}",
+                     class_ids=list(classes), class_names=[names[c] for c in classes])
+            for t, classes in enumerate(tasks)]
 
 
 def build_manifest(run: RestoredRun, version: int, graphs, parity, measurement, variants, rejected) -> Manifest:
@@ -168,11 +188,12 @@ def build_manifest(run: RestoredRun, version: int, graphs, parity, measurement, 
         preprocessing=Preprocessing(img_size=spec.img_size, resize_size=int(round(spec.img_size / spec.crop_pct)),
                                     mean=spec.mean, std=spec.std, interpolation=spec.interpolation,
                                     crop_pct=spec.crop_pct),
-        class_names=class_names(run),
+        class_names=(names := class_names(run)),
         class_to_task=run.split.class_to_task().tolist(),
         tasks_learned=run.task + 1,
         num_tasks=run.split.num_tasks,
         seen_classes=run.split.seen_classes(run.task),
+        tasks=task_infos(run, names),
         graphs=graphs,
         source=Source(run_dir=str(run.run_dir.resolve()), preset=run.config.preset, task=run.task,
                       checkpoint_sha256=run.checkpoint_sha256),

@@ -127,6 +127,15 @@ class Variant(_Strict):
     notes: str
 
 
+class TaskInfo(_Strict):
+    """One task of the run: its classes, by id and by name (names as `class_names` has them)."""
+
+    task_id: int = Field(ge=0)
+    name: str  # the task folder's name (ImageFolder), else "task<k>"
+    class_ids: list[int]
+    class_names: list[str]
+
+
 class Manifest(_Strict):
     format_version: Literal[1] = FORMAT_VERSION
     version: int = Field(gt=0, le=MAX_VERSION)
@@ -142,6 +151,7 @@ class Manifest(_Strict):
     tasks_learned: int = Field(gt=0)
     num_tasks: int = Field(gt=0)  # tasks of the run's protocol (tasks_learned ≤ num_tasks)
     seen_classes: list[int]
+    tasks: list[TaskInfo] = []  # every task of the run, in order (empty in manifests written before names)
     graphs: dict[str, GraphSpec]  # "router" (unless routing is "none") and "classifier"
     source: Source
     parity: Parity
@@ -164,6 +174,7 @@ class Manifest(_Strict):
             problems.append("seen_classes must be distinct class indices")
         if any(self.class_to_task[c] >= self.tasks_learned for c in self.seen_classes if c < len(self.class_to_task)):
             problems.append("a seen class belongs to a task not learned yet")
+        problems += self._task_problems()
         needed = {"classifier"} | ({"router"} if self.routing != "none" else set())
         if needed - set(self.graphs):
             problems.append(f"graphs lack {sorted(needed - set(self.graphs))}")
@@ -172,6 +183,21 @@ class Manifest(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _task_problems(self) -> list[str]:
+        """`tasks`, when given, lists tasks 0..num_tasks-1 agreeing with class_to_task and class_names."""
+        if not self.tasks:
+            return []
+        if [t.task_id for t in self.tasks] != list(range(self.num_tasks)):
+            return [f"tasks must list task ids 0..{self.num_tasks - 1} in order"]
+        for task in self.tasks:
+            ids = task.class_ids
+            known = min(len(self.class_names), len(self.class_to_task))
+            if any(not 0 <= c < known or self.class_to_task[c] != task.task_id for c in ids):
+                return [f"task {task.task_id} lists classes that class_to_task puts elsewhere"]
+            if task.class_names != [self.class_names[c] for c in ids]:
+                return [f"task {task.task_id}'s class_names disagree with class_names"]
+        return []
 
     # -- files ---------------------------------------------------------------------------------------------
     def write(self, folder: Path) -> Path:
