@@ -16,7 +16,7 @@ from . import checkpoint
 from .backbones.registry import backbone_spec
 from .config import RunConfig
 from .data.registry import ContinualData, load_dataset, record_data_split
-from .data.splits import TaskSplit, indices_of_classes, split_classes
+from .data.splits import TaskSplit, indices_of_classes
 from .distributed import (
     DistContext,
     all_gather_rows,
@@ -29,6 +29,7 @@ from .distributed import (
     shard,
 )
 from .errors import UserError
+from .growth import check_grows, grown_state, growth_sizes, recorded_split, run_split
 from .losses import mask_logits, masked_cross_entropy
 from .methods import ContinualMethod, build_method
 from .metrics import average_accuracies, summarize
@@ -60,10 +61,12 @@ class Progress:
                 "class_accuracy": self.class_accuracy}
 
     @classmethod
-    def from_dict(cls, data: dict) -> Progress:
+    def from_dict(cls, data: dict, num_tasks: int | None = None) -> Progress:
+        """The saved progress; with `num_tasks` (a run that grew), its matrices padded with zeros to that size."""
         arrays = {k: np.array(data[k]) for k in ("accuracy", "pre_alignment_accuracy", "task_identity")}
-        return cls(len(arrays["accuracy"]), timings=data["timings"], class_accuracy=data.get("class_accuracy", []),
-                   **arrays)
+        num_tasks = num_tasks or len(arrays["accuracy"])
+        arrays = {k: np.pad(a.reshape(len(a), len(a)), (0, num_tasks - len(a))) for k, a in arrays.items()}
+        return cls(num_tasks, timings=data["timings"], class_accuracy=data.get("class_accuracy", []), **arrays)
 
 
 def method_key(config: RunConfig) -> str:
@@ -206,15 +209,14 @@ def run(config: RunConfig, ctx: DistContext) -> dict:
     data = load_dataset(config.data, backbone_spec(config.backbone.model), config.output_dir if config.resume else None)
     if ctx.is_main:
         record_data_split(config.output_dir, data)  # ImageFolder: the train/test file lists, kept with the run
-    split = (TaskSplit(data.num_classes, data.task_classes) if data.task_classes is not None
-             else split_classes(data.num_classes, config.data.num_tasks, config.data.shuffle, config.seed))
+    split = run_split(data, config)
     backbone = load_backbone(config.backbone, ctx)
     method = build_method(method_key(config), config, backbone.vit, split).to(ctx.device)
     statistics = ClassStatistics(config.alignment.ca_storage_efficient_method, config.alignment.n_centroids)
     progress, start = Progress(split.num_tasks), 0
     last = checkpoint.latest_task(config.output_dir) if config.resume else None
     if last is not None:
-        progress = _resume(method, statistics, config, last, backbone, log)
+        progress = _resume(method, statistics, config, last, backbone, log, split)
         start = last + 1
     log.event("start", f"{config.preset}: stage {config.stage}, method {method_key(config)}, "
               f"{split.num_tasks} tasks, {ctx.world_size} rank(s) on {ctx.device} "
@@ -225,16 +227,22 @@ def run(config: RunConfig, ctx: DistContext) -> dict:
     return finish(progress, config, split, ctx, log, max(end, start), data)
 
 
-def _resume(method, statistics, config, last, backbone: LoadedBackbone, log: RunLog) -> Progress:
+def _resume(method, statistics, config, last, backbone: LoadedBackbone, log: RunLog, split: TaskSplit) -> Progress:
+    """Load the last completed task; when the data now holds more tasks, grow into the model built for them."""
     learned, stats, state = checkpoint.load_task(config.output_dir, last)
     if state["backbone"] != backbone.identity():
         raise UserError(f"cannot resume '{config.output_dir}': it was trained on backbone "
                                    f"{state['backbone']}, this run uses {backbone.identity()}.")
-    method.load_state_dict(learned, strict=False)
+    old = recorded_split(state)
+    check_grows(old, split, config.output_dir)
+    sizes = growth_sizes(old, split, RunConfig.from_dict(state["config"]), config)
+    method.load_state_dict(grown_state(method, learned, sizes), strict=False)
     statistics.load_state_dict(stats)
     checkpoint.restore_rng(state["rng"])
-    log.event("resume", f"resuming after task {last + 1} from {checkpoint.task_dir(config.output_dir, last)}")
-    return Progress.from_dict(state["progress"])
+    log.event("resume", f"resuming after task {last + 1} from {checkpoint.task_dir(config.output_dir, last)}"
+              + (f", grown from {old.num_tasks} tasks / {old.num_classes} classes to {split.num_tasks} / "
+                 f"{split.num_classes}" if sizes else ""))
+    return Progress.from_dict(state["progress"], split.num_tasks)
 
 
 def run_task(method, task, data, split, statistics, progress: Progress, config: RunConfig, ctx: DistContext,
