@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
@@ -33,3 +36,24 @@ def load_split_digits(spec: BackboneSpec) -> tuple[TensorDataset, TensorDataset]
         TensorDataset(grayscale_to_input(x_train, spec), torch.as_tensor(y_train)),
         TensorDataset(grayscale_to_input(x_test, spec), torch.as_tensor(y_test)),
     )
+
+
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def write_digit_folders(folder: Path, digits: tuple[int, ...], size: int = 32) -> Path:
+    """Split-Digits' images of `digits` as PNG files in an ImageFolder task folder: `folder/{train,test}/<name>/
+    <index>.png` (names "zero".."nine"), the benchmark's own split, each 8×8 image enlarged to `size` pixels as
+    `grayscale_to_input` enlarges it."""
+    from PIL import Image
+
+    x_train, x_test, y_train, y_test = digits_arrays()
+    for part, images, labels in (("train", x_train, y_train), ("test", x_test, y_test)):
+        for digit in digits:
+            target = folder / part / DIGIT_NAMES[digit]
+            target.mkdir(parents=True, exist_ok=True)
+            chosen = torch.as_tensor(images[labels == digit]).unsqueeze(1)
+            large = F.interpolate(chosen, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+            for index, pixels in enumerate((large[:, 0] * 255).round().to(torch.uint8).numpy()):
+                Image.fromarray(pixels).save(target / f"{index:04d}.png")
+    return folder
