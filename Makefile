@@ -110,11 +110,13 @@ EXPORT_ARGS ?=
 export: setup  ## a trained run → a new bundle version (parity-checked ONNX graphs + manifest)
 	$(PY) -m export $(RUN) --out $(BUNDLES) $(if $(TASK),--task $(TASK)) $(EXPORT_ARGS)
 
-# make learn-next RUN=<run> BUNDLE=<bundle root> [MAX_DROP=5]: the continual deployment loop's one step.
+# make learn-next RUN=<run> BUNDLE=<bundle root> [DATA=<folder of <class>/<image>>] [MAX_DROP=5]: the continual
+# deployment loop's one step (DATA: that folder's classes are the next task, the model grows to hold them).
 MAX_DROP ?= 5
+DATA ?=
 
-learn-next: setup  ## train the run's next task, then publish it to BUNDLE only if it passes the guard rails
-	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/next_task.py $(RUN)
+learn-next: setup  ## train the run's next task (or DATA's classes), then publish it to BUNDLE only if it passes the guard rails
+	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/next_task.py $(RUN) $(if $(DATA),--task-data $(DATA))
 	$(PY) -m export.promote $(RUN) --bundle $(BUNDLE) --max-drop $(MAX_DROP)
 
 # Benchmarks (issue #8): bounded suite → BENCHMARKS.md (committed) + output/bench/benchmarks.json (git-ignored).
