@@ -178,11 +178,35 @@ def _split_class(files: list[str], test_fraction: float, seed: int, task: str, n
     return sorted(shuffled[cut:]), sorted(shuffled[:cut])
 
 
-@lru_cache(maxsize=64)
 def _scan_task(task_dir: Path, name: str, test_fraction: float, split_seed: int, min_train: int) -> FolderTask:
-    """The task folder scanned, verified and split; unreadable images are in `skipped` (the caller decides)."""
+    """The task folder scanned, verified and split; unreadable images are in `skipped` (the caller decides).
+
+    Decoding every image is the slow part: a process checking then loading the same unchanged folder (check_inputs,
+    both HiDe stages, export) does it once; any added, removed or rewritten file changes the fingerprint."""
     if not task_dir.is_dir():
         raise UserError(f"task folder '{task_dir}' does not exist (or is not a folder).")
+    return _scan_unchanged(task_dir, name, test_fraction, split_seed, min_train, _fingerprint(task_dir))
+
+
+def _fingerprint(task_dir: Path) -> int:
+    """Hash of every entry's path, size and modification time down to train/<class>/<image> (bounded)."""
+    digest, seen = hashlib.sha256(), 0
+    for folder, dirs, files in os.walk(task_dir):
+        depth = len(Path(folder).relative_to(task_dir).parts)
+        dirs[:] = sorted(dirs) if depth < 2 else []
+        for entry in sorted(files) + dirs:
+            seen += 1
+            if seen > MAX_ENTRIES:
+                raise UserError(f"task folder '{task_dir}' holds more than {MAX_ENTRIES} entries: split the data "
+                                "into more task folders.")
+            stat = os.stat(os.path.join(folder, entry))
+            digest.update(f"{folder}/{entry}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return int.from_bytes(digest.digest()[:8], "big")
+
+
+@lru_cache(maxsize=64)
+def _scan_unchanged(task_dir: Path, name: str, test_fraction: float, split_seed: int, min_train: int,
+                    fingerprint: int) -> FolderTask:
     budget, ignored, skipped = [MAX_ENTRIES], [], []
     subfolders, files = _listing(task_dir, budget)
     ignored.extend(files)

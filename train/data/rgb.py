@@ -18,7 +18,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in _DEEP:
         values = np.asarray(image, dtype=np.float64)
         scale = 255 / 65535 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 1.0
-        image = Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), "L")
+        image = Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
