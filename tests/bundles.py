@@ -287,8 +287,10 @@ def start_server_process(root: Path, *args: str, timeout: float = 60.0):
     process = subprocess.Popen([sys.executable, "-m", "serve", "--bundle", str(root), "--host", "127.0.0.1",
                                 "--port", str(port), "--metrics-port", str(metrics_port), "--log-level", "WARNING",
                                 *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = process.stdout.readline()  # the first line says it serves (or why it could not start)
-    if not line.startswith("serving"):
-        process.kill()
-        raise RuntimeError(f"server did not start: {line}{process.stdout.read()}")
+    seen = []  # log lines (warnings) may come before the line that says it serves
+    while not (line := process.stdout.readline()).startswith("serving"):
+        seen.append(line)
+        if not line:
+            process.kill()
+            raise RuntimeError(f"server did not start: {''.join(seen)}")
     return process, port, metrics_port
