@@ -154,6 +154,15 @@ def _print_predictions(names: list[str], response: pb.ClassifyResponse) -> None:
     print(f"bundle version {response.bundle_version}")
 
 
+def _print_info(info: pb.ModelInfoResponse) -> None:
+    print(f"bundle version {info.bundle_version} of {list(info.available_versions)}: {info.method} "
+          f"(routing {info.routing}, backbone {info.backbone}), {info.tasks_learned}/{info.num_tasks} tasks learned, "
+          f"providers {list(info.providers)}, input {list(info.input_shape)}")
+    for task in info.tasks:
+        state = "learned" if task.learned else "not learned yet"
+        print(f"  task {task.task_id} ({state}): {', '.join(task.class_names)}")
+
+
 def _evaluate(client: Client, npz: Path, results: Path | None) -> int:
     data = np.load(npz)
     e = evaluate(client, data["pixel_values"].astype(np.float32), data["labels"].astype(np.int64))
@@ -208,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         response = client.classify([f.read_bytes() for f in args.images], task_hint=args.task_hint, top_k=args.top_k)
         _print_predictions([str(f) for f in args.images], response)
     elif args.command == "info":
-        print(client.info())
+        _print_info(client.info())
     elif args.command == "reload":
         print(client.reload(args.version))
     elif args.command == "evaluate":
