@@ -376,3 +376,18 @@ def test_the_manifest_and_the_triton_repository_answer_with_names(trained, tmp_p
         assert (tmp_path / "triton" / model / "labels.txt").read_text().splitlines() == manifest.class_names
         config = (tmp_path / "triton" / model / "config.pbtxt").read_text()
         assert config.count('label_filename: "labels.txt"') == 2  # logits and probabilities
+
+
+def test_results_name_a_benchmark_s_tasks_by_number_and_folder_tasks_by_folder():
+    from train.data.registry import ContinualData
+    from train.report import named_results
+
+    data = ContinualData(None, None, None, torch.zeros(0), torch.zeros(0), 6, ("0", "1", "2", "3", "cat", "dog"),
+                         ((4, 5),), ("pets",))
+    out = named_results(data, ((0, 1), (2, 3), (4, 5)), 3, np.array([50.0, 60.0, 70.0]),
+                        [100.0, 0.0, float("nan"), 50.0, 75.0, 25.0])
+    assert [(t["name"], t["classes"], t["accuracy"]) for t in out["tasks"]] == [
+        ("task1", ["0", "1"], 50.0), ("task2", ["2", "3"], 60.0), ("pets", ["cat", "dog"], 70.0)]
+    assert out["per_class_accuracy"] == {"0": 100.0, "1": 0.0, "3": 50.0, "cat": 75.0, "dog": 25.0}
+    assert named_results(data, ((0, 1), (2, 3), (4, 5)), 1, np.array([50.0]), [])["per_task_accuracy"] == {
+        "task1": 50.0}

@@ -33,7 +33,7 @@ from .growth import check_grows, grown_state, growth_sizes, recorded_split, run_
 from .losses import mask_logits, masked_cross_entropy
 from .methods import ContinualMethod, build_method
 from .metrics import average_accuracies, summarize
-from .report import RunLog, class_records, format_matrix, plot_accuracy_matrix, write_results
+from .report import RunLog, format_matrix, named_results, plot_accuracy_matrix, write_results
 from .schedule import lr_at_epoch
 from .stats import ClassStatistics
 from .weights import LoadedBackbone, load_backbone
@@ -294,8 +294,7 @@ def finish(progress: Progress, config: RunConfig, split: TaskSplit, ctx: DistCon
         "pre_alignment_accuracy_matrix": progress.pre_alignment_accuracy[:tasks_trained, :tasks_trained].tolist(),
         "task_identity_matrix": progress.task_identity[:tasks_trained, :tasks_trained].tolist(),
         "task_classes": [list(c) for c in split.task_classes],
-        **class_records(data.names(), data.task_names, split.task_classes[:tasks_trained], A[:, -1] if len(A) else A,
-                        progress.class_accuracy),
+        **named_results(data, split.task_classes, tasks_trained, A[:, -1] if len(A) else A, progress.class_accuracy),
         "world_size": ctx.world_size,
         "device": str(ctx.device),
         "train_seconds": float(sum(t["train_seconds"] for t in progress.timings)),

@@ -55,15 +55,6 @@ def named_results(data, task_classes, tasks_trained: int, task_accuracy, class_a
             "per_task_accuracy": {task["name"]: task["accuracy"] for task in tasks}}
 
 
-def class_records(class_names, task_names, task_classes, task_accuracy, class_accuracy) -> dict:
-    """Transitional (engine call of b804817): `named_results` for a run whose tasks are all named."""
-    from types import SimpleNamespace
-
-    data = SimpleNamespace(names=lambda: tuple(class_names), task_names=tuple(task_names),
-                           task_classes=tuple(map(tuple, task_classes))[:len(task_names)] or None)
-    return named_results(data, task_classes, len(task_classes), task_accuracy, class_accuracy)
-
-
 def write_results(output_dir: str | Path, results: dict) -> Path:
     path = Path(output_dir) / "results.json"
     path.write_text(json.dumps(results, indent=2))
