@@ -185,6 +185,23 @@ def test_the_split_is_recorded_and_read_back_instead_of_recomputed(root, tmp_pat
         folder_tasks(folder_config(root), run)
 
 
+def test_a_damaged_or_stale_split_record_is_refused(root, tmp_path):
+    run = tmp_path / "run"
+    record = folder_data(folder_config(root), SPEC).record
+    folder_scan.write_split_record(run, {**record, "tasks": [{"source": "task1"}]})
+    with pytest.raises(UserError, match="is not a valid split record"):
+        folder_tasks(folder_config(root), run)
+    escaping = json.loads(json.dumps(record))
+    escaping["tasks"][0]["test"]["red"] = ["../../task2/blue/0.png"]
+    folder_scan.write_split_record(run, escaping)
+    with pytest.raises(UserError, match="a path leaves its task folder"):
+        folder_tasks(folder_config(root), run)
+    folder_scan.write_split_record(run, record)
+    (root / "task2" / "blue" / record["tasks"][1]["test"]["blue"][0].split("/")[1]).unlink()
+    with pytest.raises(UserError, match="1 image.s. of the run's recorded split are gone"):
+        folder_tasks(folder_config(root), run)
+
+
 def test_an_extra_task_folder_after_a_builtin_benchmark_gets_the_next_class_ids(root):
     data = load_dataset(DataConfig(extra_task_dirs=(str(root / "task2"),), num_tasks=6), SPEC)
     assert data.num_classes == 12 and data.names()[9:] == ("9", "blue", "white")
@@ -273,6 +290,11 @@ def test_folders_without_class_sub_folders_or_tasks_are_refused(tmp_path, capsys
     err = check(["folder_hideprompt", "--data-path", str(tmp_path / "empty")], capsys)
     assert "holds no task folder" in err
     assert "needs --data-path ROOT" in check(["folder_hideprompt"], capsys)
+
+
+def test_a_data_path_one_level_too_deep_is_named(root, capsys):
+    err = check(["folder_hideprompt", "--data-path", str(root / "task1")], capsys)
+    assert "has no class sub-folders" in err and f"is '{root / 'task1'}' one level too deep?" in err
 
 
 def test_folder_names_from_outside_are_bounded(root, tmp_path, capsys):

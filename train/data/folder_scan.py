@@ -221,8 +221,12 @@ def _scan_unchanged(task_dir: Path, name: str, test_fraction: float, split_seed:
         per_part[part] = {check_name(c.name, "class", folder): _class_images(c, budget, ignored) for c in classes}
     names = sorted(set().union(*per_part.values()))
     if not names:
+        deep = any(f.suffix.lower() in IMAGE_SUFFIXES for f in files)
+        hint = (f" It holds images itself: is '{task_dir.parent}' one level too deep? The data path holds task "
+                "folders, each holding class folders." if deep else "")
         raise UserError(f"task folder '{task_dir}' has no class sub-folders: put each class's images in a folder "
-                        f"named after the class, e.g. '{task_dir}/cat/1.jpg' (or train/<class>/ and test/<class>/).")
+                        f"named after the class, e.g. '{task_dir}/cat/1.jpg' (or train/<class>/ and test/<class>/)."
+                        + hint)
     if len(names) > MAX_CLASSES:
         raise UserError(f"task folder '{task_dir}' has {len(names)} classes, more than {MAX_CLASSES}.")
     verified = {part: {c: _verified(images, skipped, task_dir) for c, images in classes.items()}
@@ -307,7 +311,7 @@ def _root_sources(data) -> list[TaskSource]:
     if not data.data_path or not root.is_dir():
         raise UserError(f"dataset {FOLDER_DATASET} needs --data-path ROOT, a folder of <task>/<class>/<image> "
                         f"('{data.data_path}' is {'not given' if not data.data_path else 'not a folder'}).")
-    folders, _ = _listing(root, [MAX_TASKS + 1000])
+    folders, _ = _listing(root, [MAX_ENTRIES])
     if len(folders) > MAX_TASKS:
         raise UserError(f"'{root}' holds {len(folders)} task folders, more than {MAX_TASKS}.")
     if not folders:
@@ -394,11 +398,12 @@ def read_split_record(run_dir: str | Path) -> list[dict]:
     try:
         tasks = json.loads(path.read_text())["tasks"]
         for task in tasks:
+            _ = (str(task["source"]), str(task["name"]), bool(task["given_split"]))
             for part in ("train", "test"):
-                for names in task[part].values():
-                    if any(PurePosixPath(n).is_absolute() or ".." in PurePosixPath(n).parts for n in names):
+                for c in task["classes"]:
+                    if any(PurePosixPath(n).is_absolute() or ".." in PurePosixPath(n).parts for n in task[part][c]):
                         raise ValueError("a path leaves its task folder")
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise UserError(f"'{path}' is not a valid split record ({error}): restore it, or start a new run.") from None
     return tasks
 
