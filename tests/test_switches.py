@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 from test_method_matrix import SPLIT, backbone, build, task_batch, train  # noqa: F401  (fixture)
 
@@ -71,3 +72,23 @@ def test_scheduler_lag_official_shifts_the_schedule_by_one_epoch():
     lagged = dataclasses.replace(step, scheduler_lag_official=True)
     assert [lr_at_epoch(step, 1.0, e) for e in range(5)] == [1.0, 1.0, 0.1, 0.1, 0.010000000000000002]
     assert [lr_at_epoch(lagged, 1.0, e) for e in range(5)] == [1.0, 1.0, 1.0, 0.1, 0.1]
+
+
+@pytest.mark.parametrize("warmup, epochs", [(5, 50), (0, 10), (3, 7)])
+@pytest.mark.parametrize("sched", ["cosine", "step"])
+def test_schedules_match_timm(sched, warmup, epochs):
+    """The reference builds timm's schedulers (cosine: warmup_prefix=False, cycle_limit=1; step: decay_t)."""
+    import torch
+    from timm.scheduler import CosineLRScheduler, StepLRScheduler
+
+    from train.config import OptimConfig
+    from train.schedule import lr_at_epoch
+
+    optim = OptimConfig(lr=0.1, epochs=epochs, sched=sched, warmup_epochs=warmup, warmup_lr=1e-6, min_lr=1e-5,
+                        decay_epochs=3, decay_rate=0.5)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    common = dict(warmup_t=warmup, warmup_lr_init=1e-6, t_in_epochs=True, warmup_prefix=False)  # timm 0.6: no shift
+    timm_scheduler = (CosineLRScheduler(optimizer, t_initial=epochs, lr_min=1e-5, cycle_limit=1, **common)
+                      if sched == "cosine" else StepLRScheduler(optimizer, decay_t=3, decay_rate=0.5, **common))
+    expected = [timm_scheduler._get_lr(e)[0] for e in range(epochs)]
+    assert [lr_at_epoch(optim, 0.1, e) for e in range(epochs)] == pytest.approx(expected, rel=1e-12)

@@ -21,5 +21,8 @@ def lr_at_epoch(optim: OptimConfig, base_lr: float, epoch: int) -> float:
         return optim.warmup_lr + (base_lr - optim.warmup_lr) * epoch / optim.warmup_epochs
     if optim.sched == "step":
         return base_lr * optim.decay_rate ** math.floor(epoch / optim.decay_epochs)
-    progress = (epoch - optim.warmup_epochs) / max(1, optim.epochs - optim.warmup_epochs)
-    return optim.min_lr + 0.5 * (base_lr - optim.min_lr) * (1 + math.cos(math.pi * progress))
+    # timm's CosineLRScheduler as the reference builds it (warmup_prefix=False): the cosine counts from epoch 0,
+    # not from the end of warmup, so the first epoch after warmup already trains below base_lr.
+    if epoch >= optim.epochs:  # past the single cycle (cycle_limit=1)
+        return optim.min_lr
+    return optim.min_lr + 0.5 * (base_lr - optim.min_lr) * (1 + math.cos(math.pi * epoch / optim.epochs))
