@@ -142,8 +142,8 @@ class InferenceServer:
         await self.core.close()
         self.registry.close()
         await self._metrics_endpoint.stop()
-        for pool in (self._infer_pool, self._load_pool, self._decode_pool):
-            pool.shutdown(wait=False, cancel_futures=True)
+        for executor in (self._infer_pool, self._load_pool, self._decode_pool):
+            executor.shutdown(wait=False, cancel_futures=True)
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()

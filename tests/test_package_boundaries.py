@@ -1,0 +1,23 @@
+"""The house rules that imports can break: serve/ runs without torch or train/ (a small, fast server image)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+SERVE_MODULES = sorted(p.stem for p in (REPO / "serve").glob("*.py") if p.stem != "__init__")
+
+
+def test_no_serve_module_imports_torch_or_train():
+    script = ("import importlib, json, sys\n"
+              f"for name in {SERVE_MODULES!r}:\n"
+              "    importlib.import_module('serve.' + name)\n"
+              "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'train', 'timm', "
+              "'deepspeed', 'torchvision'))))\n")
+    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == [], f"serve/ pulled in {json.loads(run.stdout)[:10]}"
+    assert len(SERVE_MODULES) > 15  # every module, not an empty glob
