@@ -8,6 +8,7 @@ translate protobuf ⇄ numpy and call `request()` + `pipeline()` / `graph()`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
@@ -27,6 +28,7 @@ from .preprocess import ImageError, preprocess
 from .registry import ModelRegistry
 from .runtime import NO_HINT, BundleRuntime, numpy_dtype
 
+log = logging.getLogger("serve.requests")
 PIPELINE, ROUTER, CLASSIFIER = "pipeline", "router", "classifier"
 MODELS = (PIPELINE, ROUTER, CLASSIFIER)
 IMAGES = "images"
@@ -80,6 +82,7 @@ class InferenceCore:
             yield runtime
         except ServeError as error:
             code = error.code
+            log.debug("%s request refused (%s): %s", shown(model), code.name, error)
             raise
         except Exception:
             code = grpc.StatusCode.INTERNAL

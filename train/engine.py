@@ -150,7 +150,7 @@ def align_classifier(method: ContinualMethod, task: int, split: TaskSplit, stati
     params, dtype = method.alignment_parameters(), model_dtype(method)
     for p in params:
         p.data = p.data.float()
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=0.0)
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=config.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.crct_epochs)
     per_component = batch * method.ca_samples_per_batch
     steps, classes, seen = len(split.seen_classes(task - 1)), split.seen_classes(task), split.seen_mask(task)

@@ -23,7 +23,10 @@ from train.presets import tii_stage  # noqa: E402
 
 
 def stage1_config(config: RunConfig) -> RunConfig:
-    return replace(tii_stage(config), output_dir=str(Path(config.output_dir) / "tii"))
+    """The pipeline's stage-1 run. `--not_train_ca` is a stage-2 switch, as in the reference: stage 1 aligns."""
+    stage1 = tii_stage(config)
+    return replace(stage1, output_dir=str(Path(config.output_dir) / "tii"),
+                   alignment=replace(stage1.alignment, not_train_ca=False))
 
 
 def needs_stage1(config: RunConfig) -> bool:
