@@ -15,14 +15,14 @@ from train.presets import preset
 from train.stats import ClassStatistics
 
 
-def aligned_head(backbone, weight_decay: float) -> torch.Tensor:
-    method = build("hideprompt", backbone)
+def aligned_head(vit, weight_decay: float) -> torch.Tensor:
+    method = build("hideprompt", vit)
     train(method, 0)
     train(method, 1)
     statistics = ClassStatistics("variance")
     for label in (0, 1, 2, 3):
-        statistics.add_class(label, torch.randn(12, backbone.num_features, generator=torch.Generator().manual_seed(label)),
-                             seed=label)
+        features = torch.randn(12, vit.num_features, generator=torch.Generator().manual_seed(label))
+        statistics.add_class(label, features, seed=label)
     config = preset("digits_hideprompt")
     config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, weight_decay=weight_decay),
                                  alignment=dataclasses.replace(config.alignment, crct_epochs=3))
@@ -31,7 +31,7 @@ def aligned_head(backbone, weight_decay: float) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in method.alignment_parameters()])
 
 
-def test_alignment_uses_the_configured_weight_decay(backbone):
+def test_alignment_uses_the_configured_weight_decay(backbone):  # noqa: F811  (the fixture)
     plain, decayed = aligned_head(backbone, 0.0), aligned_head(backbone, 0.5)
     assert not torch.equal(plain, decayed)  # the switch reaches the optimiser (it was hard-coded 0)
     assert torch.equal(plain, aligned_head(backbone, 0.0))  # and nothing else differs between the two runs
