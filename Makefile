@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 SEEDS ?= 42 40 44
 
-.PHONY: setup protos serve serve-bench test test-fast demo results compare train pretrain probe export learn-next bench lint clean distclean fsl
+.PHONY: setup protos serve serve-bench test test-fast demo demo-folder results compare train pretrain probe export learn-next bench lint clean distclean fsl
 
 setup: $(STAMP)
 
@@ -55,6 +55,12 @@ demo: pretrain  ## train tasks 1-3 → export → serve → learn tasks 4, 5 und
 	           pixel_values=grayscale_to_input(x, backbone_spec(EMBEDDED_BACKBONE)).numpy())"
 	$(PY) -m serve.loop_demo --workdir output/demo --test-npz output/demo/test_digits.npz --ranks $(RANKS) \
 	  --port $(DEMO_PORT) --metrics-port $(DEMO_METRICS_PORT)
+
+FOLDER_DEMO_OUT ?= output/demo-folder
+
+demo-folder: pretrain  ## your own classes: Split-Digits as PNG class folders → train 4 task folders → serve → learn a 5th folder under load (make learn-next DATA=...) → served accuracy per class name
+	rm -rf $(FOLDER_DEMO_OUT)
+	$(PY) -m demos.folder_demo --workdir $(FOLDER_DEMO_OUT) --ranks $(RANKS) $(ARGS)
 
 results: pretrain  ## the README's results table: digits_hideprompt at the reference's seeds
 	for seed in $(SEEDS); do rm -rf output/results/seed$$seed; \
@@ -126,7 +132,7 @@ bench: pretrain  ## train → export → serve, measured against this machine's 
 	timeout $(BENCH_TIMEOUT_S) $(PY) -m export.bench
 
 lint: setup
-	$(VENV)/bin/ruff check train export serve tests
+	$(VENV)/bin/ruff check train export serve tests demos
 
 clean:
 	rm -rf output bundles .pytest_cache .ruff_cache

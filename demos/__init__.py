@@ -1,0 +1,1 @@
+"""Demonstrations that span training, export and serving (run from the repository root: python -m demos.<name>)."""
