@@ -45,14 +45,16 @@ def test_multi_centroid_finds_the_blob_means():
     assert torch.all(stats.spreads[0] < 0.2)
 
 
-def test_multi_centroid_drops_singleton_clusters():
-    x, _, _ = _blobs(6)  # 12 samples, 10 requested centroids: several clusters are singletons
-    stats = ClassStatistics("multi-centroid", n_centroids=10)
-    stats.add_class(0, x, seed=0)
-    count = stats.centroids([0]).shape[0]
-    assert 1 <= count < 10
-    assert stats.spreads[0].shape == (count, 4)
-    assert torch.all(stats.spreads[0] > 0)
+def test_singleton_clusters_are_centroids_but_never_sampled():
+    """The reference keeps every cluster mean for the regulariser and skips singletons only when sampling."""
+    blob = 0.1 * torch.randn(40, 4, generator=_generator(3))
+    outliers = torch.tensor([[100.0, 0, 0, 0], [0, 100.0, 0, 0], [0, 0, 100.0, 0]])
+    stats = ClassStatistics("multi-centroid", n_centroids=4)  # the blob + one cluster per outlier
+    stats.add_class(0, torch.cat([blob, outliers]), seed=0)
+    centroids = stats.centroids([0])
+    assert centroids.shape == (4, 4) and (torch.cdist(outliers, centroids).min(dim=1).values < 1e-4).all()
+    features, _ = stats.sample([0], per_component=100, count=100, generator=_generator())
+    assert features.abs().max() < 5  # all drawn around the blob, none around an outlier
 
 
 def test_multi_centroid_survives_fewer_samples_than_centroids():

@@ -3,6 +3,11 @@
 Each class is summarised by Gaussian components: `multi-centroid` clusters its features with k-means
 and keeps every cluster's mean and per-dimension variance; `variance` keeps one mean and the diagonal
 of the covariance; `covariance` one mean and the full covariance.
+
+As in the reference, every cluster mean (singletons included) is a centroid of the contrastive regulariser,
+while pseudo-features are drawn only from clusters with spread (variance not all zero). A class whose
+clusters are all singletons (fewer features than centroids) is drawn from all of them (ridge spread only),
+where the reference would draw nothing for it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
 COVARIANCE_RIDGE = 1e-4
+_RIDGE_STD = torch.tensor(np.sqrt(COVARIANCE_RIDGE)).float()  # the stored std of a zero-variance cluster
 
 
 class ClassStatistics:
@@ -47,7 +53,7 @@ class ClassStatistics:
         Equivalent to drawing the whole pool, shuffling and keeping the first `count`, but draws only
         what is used. Returns features `(count, D)` and labels `(count,)`.
         """
-        components = [(c, k) for c in classes for k in range(self.means[c].shape[0])]
+        components = [(c, k) for c in classes for k in self._sampled_components(c)]
         pool = len(components) * per_component
         picked = torch.randperm(pool, generator=generator)[: min(count, pool)]
         owners = picked // per_component
@@ -59,6 +65,14 @@ class ClassStatistics:
             features[rows] = self._draw(label, k, noise)
         labels = torch.tensor([components[o][0] for o in owners.tolist()], dtype=torch.long)
         return features, labels
+
+    def _sampled_components(self, label: int) -> list[int]:
+        """Components pseudo-features come from: multi-centroid skips zero-variance clusters (std = ridge only)."""
+        count = self.means[label].shape[0]
+        if self.method != "multi-centroid":
+            return list(range(count))
+        ridge_only = (self.spreads[label] == _RIDGE_STD).all(dim=1)
+        return [k for k in range(count) if not ridge_only[k]] or list(range(count))
 
     def _draw(self, label: int, component: int, noise: torch.Tensor) -> torch.Tensor:
         mean = self.means[label][component]
@@ -78,14 +92,12 @@ class ClassStatistics:
 
 
 def _clusters(features: torch.Tensor, n_centroids: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-means means and per-cluster std (population variance + ridge); singleton clusters dropped."""
+    """k-means means and per-cluster std (population variance + ridge) of every non-empty cluster."""
     k = min(n_centroids, features.shape[0])
     x = features.numpy()
     with threadpool_limits(1, user_api="openmp"):  # beside torch's OpenMP pool, more threads only contend
         assignment = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x.astype(np.float32))
-    groups = [x[assignment == cluster] for cluster in range(k)]
-    kept = [g for g in groups if len(g) and g.var(axis=0).mean() > 0]
-    kept = kept or [x]  # every cluster degenerate: fall back to one Gaussian over the class
-    means = np.stack([g.mean(axis=0) for g in kept])
-    stds = np.stack([np.sqrt(g.var(axis=0) + COVARIANCE_RIDGE) for g in kept])
+    groups = [g for cluster in range(k) if len(g := x[assignment == cluster])]
+    means = np.stack([g.mean(axis=0) for g in groups])
+    stds = np.stack([np.sqrt(g.var(axis=0) + COVARIANCE_RIDGE) for g in groups])
     return torch.tensor(means).float(), torch.tensor(stds).float()
