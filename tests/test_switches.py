@@ -92,3 +92,46 @@ def test_schedules_match_timm(sched, warmup, epochs):
                       if sched == "cosine" else StepLRScheduler(optimizer, decay_t=3, decay_rate=0.5, **common))
     expected = [timm_scheduler._get_lr(e)[0] for e in range(epochs)]
     assert [lr_at_epoch(optim, 0.1, e) for e in range(epochs)] == pytest.approx(expected, rel=1e-12)
+
+
+def test_reference_batches_hold_the_same_images_whatever_the_ranks():
+    """Batch-dependent switches: sequential batches of batch_size, whole batches dealt to the ranks."""
+    from train.distributed import DistContext
+    from train.engine import reference_batches
+    from train.presets import preset
+
+    config = dataclasses.replace(preset("digits_hideprompt"),
+                                 data=dataclasses.replace(preset("digits_hideprompt").data, batch_size=4))
+    indices = list(range(100, 130))
+    one = reference_batches(indices, config, DistContext(0, 1, 0, torch.device("cpu")))
+    two = [reference_batches(indices, config, DistContext(r, 2, r, torch.device("cpu"))) for r in (0, 1)]
+    assert one == [indices[i:i + 4] for i in range(0, 30, 4)]
+    assert sorted(two[0] + two[1]) == sorted(one) and two[0] == one[0::2]
+
+
+def test_batchwise_evaluation_uses_the_references_sequential_batches(backbone):  # noqa: F811
+    """With batchwise_prompt on, evaluate() scores exactly the predictions of sequential batch_size batches."""
+    from torch.utils.data import TensorDataset
+
+    from train.data.registry import ContinualData
+    from train.distributed import DistContext
+    from train.engine import evaluate
+    from train.presets import preset
+
+    method = build("hideprompt", backbone, batchwise_prompt=True)
+    for task in (0, 1):
+        train(method, task)
+    x = torch.randn(30, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    y = torch.tensor([0, 1, 2, 3] * 7 + [0, 1])
+    dataset = TensorDataset(x, y)
+    data = ContinualData(dataset, dataset, dataset, y, y, 10)
+    config = preset("digits_hideprompt")
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, batch_size=7),
+                                 prompt=dataclasses.replace(config.prompt, batchwise_prompt=True))
+    accuracy, _, _ = evaluate(method, 1, data, SPLIT, config, DistContext(0, 1, 0, torch.device("cpu")))
+    expected = []
+    for task in (0, 1):
+        rows = [i for i in range(30) if int(y[i]) in SPLIT.task_classes[task]]
+        predicted = torch.cat([method.predict(x[rows[i:i + 7]], 1).logits.argmax(1) for i in range(0, len(rows), 7)])
+        expected.append(100 * (predicted == y[rows]).double().mean().item())
+    np.testing.assert_allclose(accuracy, expected)

@@ -117,15 +117,37 @@ def train_task(method: ContinualMethod, task: int, data: ContinualData, split: T
             "final_loss": float(loss.item())}
 
 
+# -- which images share a batch outside training ---------------------------------------------------------------
+def batch_dependent(config: RunConfig) -> bool:
+    """Switches under which a sample's prediction depends on its batch neighbours (reference quirks)."""
+    return config.prompt.kv_reshape_official or config.prompt.batchwise_prompt
+
+
+def rank_batches(indices: list[int], config: RunConfig, ctx: DistContext) -> list[list[int]]:
+    """This rank's strided share of `indices`, in batches of 4×batch (batch composition does not matter)."""
+    mine, size = shard(indices, ctx.rank, ctx.world_size), 4 * config.data.batch_size
+    return [mine[i:i + size] for i in range(0, len(mine), size)]
+
+
+def reference_batches(indices: list[int], config: RunConfig, ctx: DistContext) -> list[list[int]]:
+    """The reference's sequential batches of `batch_size` over `indices`, whole batches dealt to the ranks, so
+    every batch holds exactly the images it holds in the reference whatever the number of ranks."""
+    size = config.data.batch_size
+    return [indices[i:i + size] for i in range(0, len(indices), size)][ctx.rank::ctx.world_size]
+
+
 # -- class statistics ---------------------------------------------------------------------------------------
 @torch.no_grad()
 def collect_statistics(method: ContinualMethod, task: int, data: ContinualData, split: TaskSplit,
                        statistics: ClassStatistics, config: RunConfig, ctx: DistContext) -> None:
     """Features of the task's training images (each rank a share, gathered), summarised per class."""
     method.eval()
-    indices = shard(indices_of_classes(data.train_targets, split.task_classes[task]), ctx.rank, ctx.world_size)
-    loader = DataLoader(Subset(data.train_eval, indices), 4 * config.data.batch_size,
-                        num_workers=config.data.num_workers)
+    if batch_dependent(config):  # the reference's per-class loaders: a batch never mixes classes
+        batches = [b for label in split.task_classes[task]
+                   for b in reference_batches(indices_of_classes(data.train_targets, (label,)), config, ctx)]
+    else:
+        batches = rank_batches(indices_of_classes(data.train_targets, split.task_classes[task]), config, ctx)
+    loader = DataLoader(data.train_eval, batch_sampler=batches, num_workers=config.data.num_workers)
     features, labels = [], []
     for x, y in loader:
         features.append(method.statistics_features(x.to(ctx.device, model_dtype(method)), task).float())
@@ -180,9 +202,10 @@ def evaluate(method: ContinualMethod, seen_task: int, data: ContinualData, split
     counts = torch.zeros(seen_task + 1, 3, dtype=torch.float64)  # correct, task correct, total
     per_class = torch.zeros(2, split.num_classes, dtype=torch.float64)  # correct, total
     for task in range(seen_task + 1):
-        indices = shard(indices_of_classes(data.test_targets, split.task_classes[task]), ctx.rank, ctx.world_size)
-        loader = DataLoader(Subset(data.test, indices), 4 * config.data.batch_size,
-                            num_workers=config.data.num_workers)
+        indices = indices_of_classes(data.test_targets, split.task_classes[task])
+        batches = reference_batches(indices, config, ctx) if batch_dependent(config) else \
+            rank_batches(indices, config, ctx)
+        loader = DataLoader(data.test, batch_sampler=batches, num_workers=config.data.num_workers)
         for x, y in loader:
             prediction = method.predict(x.to(ctx.device, model_dtype(method)), seen_task)
             logits = prediction.logits.float()
