@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import UserError
+from .rgb import to_rgb
 
 FOLDER_DATASET = "ImageFolder"
 SPLIT_FILE = "data_split.json"
@@ -135,6 +136,7 @@ def image_problem(path: Path) -> tuple[str | None, str]:
                             "limit): downscale it"), digest
                 image.draft("RGB", (64, 64))  # JPEG: decode at a reduced scale; still reads every byte
                 image.load()
+                to_rgb(image)  # what training does with it (EXIF orientation, mode conversion)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         return f"too many pixels ({error})", digest
     except UnidentifiedImageError:
