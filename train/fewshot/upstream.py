@@ -80,4 +80,4 @@ def run_stage(config: FewShotRunConfig, stage: str, ctx: DistContext) -> dict:
     statistics = ClassStatistics(run.alignment.ca_storage_efficient_method, run.alignment.n_centroids)  # unused
     for task in range(start, split.num_tasks):
         run_task(model, task, data, split, statistics, progress, run, ctx, backbone, log)
-    return finish(progress, run, split, ctx, log, split.num_tasks)
+    return finish(progress, run, split, ctx, log, split.num_tasks, data)
