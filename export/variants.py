@@ -6,7 +6,9 @@
 - `int8`: dynamic int8 quantisation of the MatMul weights.
 
 A variant is published when its top-1 class agrees with the fp32 graphs on at least
-`MIN_AGREEMENT` of the parity images and its accuracy is at most `MAX_ACCURACY_DROP` points lower.
+`MIN_AGREEMENT` of the parity images and its accuracy is at most `MAX_ACCURACY_DROP` points lower; otherwise
+it is rejected with the measured reason. One that onnxruntime cannot run on this machine is rejected too, with
+the runtime's words. A converter that crashes is an error (`VariantError`), never a silent rejection.
 """
 
 from __future__ import annotations
@@ -19,12 +21,18 @@ from typing import NamedTuple
 import numpy as np
 import onnx
 
+from train.errors import UserError
+
 from .manifest import PROBABILITIES, GraphSpec, Measurement, Variant, file_sha256
 from .parity import BATCH, Comparison
 from .runtime import OnnxTwoStep, throughput
 
 MIN_AGREEMENT = 0.99
 MAX_ACCURACY_DROP = 1.0  # percentage points
+
+
+class VariantError(UserError):
+    """A variant's converter crashed: a bug here or in onnxruntime's tools, not a verdict on the variant."""
 
 
 class Width(NamedTuple):
@@ -74,11 +82,16 @@ def build_variants(folder: Path, graphs: dict[str, GraphSpec], routing: str, wid
         target.mkdir(parents=True, exist_ok=True)
         try:
             notes = [VARIANTS[name](folder / g.file, target / g.file, width) for g in graphs.values()]
+        except Exception as error:
+            raise VariantError(f"building variant '{name}' crashed ({type(error).__name__}: {str(error)[:300]}); "
+                               f"export without it (--variants {','.join(n for n in names if n != name)!r}) and "
+                               "report the crash") from error
+        try:
             runner = OnnxTwoStep({k: target / g.file for k, g in graphs.items()}, routing)
             predicted = np.concatenate([runner(x)[PROBABILITIES].argmax(axis=1)
                                         for x in np.array_split(images, max(1, len(images) // BATCH))])
-        except Exception as error:  # a converter or onnxruntime refusing the graph: report, keep the bundle
-            rejected[name] = f"could not build or run here: {type(error).__name__}: {str(error)[:300]}"
+        except Exception as error:  # onnxruntime on this machine cannot run it (e.g. a kernel it lacks)
+            rejected[name] = f"onnxruntime cannot run it here: {type(error).__name__}: {str(error)[:300]}"
         else:
             agreement = float((predicted == reference.predictions).mean())
             accuracy = float((predicted == labels).mean() * 100)

@@ -76,6 +76,9 @@ class Batcher:
         self._on_batch = on_batch
         self._jobs: deque[Job] = deque()
         self._wakeup = asyncio.Event()
+        self._running = asyncio.Event()  # cleared by pause(): nothing is taken from the queue
+        self._running.set()
+        self._flushing = False  # draining: batches start at once, without waiting for company
         self._closed = False
         self._worker: asyncio.Task | None = None
 
@@ -107,9 +110,23 @@ class Batcher:
         self._wakeup.set()
         return await job.future  # a cancelled caller cancels the future: the batcher then skips the job
 
+    def pause(self) -> None:
+        """Hold every queued request until `resume()` (operators draining a queue by hand; deterministic tests)."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def flush(self) -> None:
+        """From now on run queued requests at once (a draining server does not wait for batches to fill)."""
+        self._flushing = True
+        self._running.set()
+        self._wakeup.set()
+
     async def close(self) -> None:
         """Refuse new requests, finish the queued ones, stop the worker."""
         self._closed = True
+        self._running.set()
         while self._jobs:
             self._wakeup.set()
             await asyncio.sleep(0.005)
@@ -129,10 +146,11 @@ class Batcher:
         while not self._jobs:
             self._wakeup.clear()
             await self._wakeup.wait()
+        await self._running.wait()
         first = self._jobs[0]
         while self._ready_samples(first) < self.max_batch_size:
             remaining = first.enqueued + self.max_queue_delay_s - time.perf_counter()
-            if remaining <= 0 or self._closed:
+            if remaining <= 0 or self._closed or self._flushing:
                 break
             self._wakeup.clear()
             try:

@@ -65,6 +65,12 @@ class InferenceCore:
         for batcher in self.batchers.values():
             batcher.start()
 
+    def drain(self) -> None:
+        """New requests get UNAVAILABLE; queued ones run at once."""
+        self.draining = True
+        for batcher in self.batchers.values():
+            batcher.flush()
+
     async def close(self) -> None:
         await asyncio.gather(*(b.close() for b in self.batchers.values()))
 
@@ -83,6 +89,9 @@ class InferenceCore:
         except ServeError as error:
             code = error.code
             log.debug("%s request refused (%s): %s", shown(model), code.name, error)
+            raise
+        except asyncio.CancelledError:  # the caller went away or its deadline passed
+            code = grpc.StatusCode.CANCELLED
             raise
         except Exception:
             code = grpc.StatusCode.INTERNAL

@@ -132,7 +132,7 @@ class InferenceServer:
         grace = self.config.grace_s if grace is None else grace
         end = time.monotonic() + grace
         await self.health.set(False)
-        self.core.draining = True
+        self.core.drain()
         if self._watcher is not None:
             self._watcher.cancel()
         while self.core.active and time.monotonic() < end:

@@ -277,20 +277,22 @@ def oip_outputs(response) -> dict:
 
 
 def start_server_process(root: Path, *args: str, timeout: float = 60.0):
-    """`python -m serve --bundle ROOT` on free ports; returns (process, port, metrics port) once it serves."""
+    """`python -m serve --bundle ROOT` on ports the server picks itself (no free-port race); returns (process,
+    port, metrics port) once it serves, read from the line that says so."""
+    import re
     import subprocess
     import sys
 
-    from conftest import REPO, free_port
+    from conftest import REPO
 
-    port, metrics_port = free_port(), free_port()
     process = subprocess.Popen([sys.executable, "-m", "serve", "--bundle", str(root), "--host", "127.0.0.1",
-                                "--port", str(port), "--metrics-port", str(metrics_port), "--log-level", "WARNING",
-                                *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                "--port", "0", "--metrics-port", "0", "--log-level", "WARNING", *args],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []  # log lines (warnings) may come before the line that says it serves
     while not (line := process.stdout.readline()).startswith("serving"):
         seen.append(line)
         if not line:
             process.kill()
             raise RuntimeError(f"server did not start: {''.join(seen)}")
-    return process, port, metrics_port
+    ports = re.search(r" on [^ ]+:(\d+) \(metrics :(\d+|None)\)", line)
+    return process, int(ports[1]), None if ports[2] == "None" else int(ports[2])

@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 from conftest import FAST, results, run_main
 
-# Observed on the 2-core reference machine with these settings (1 epoch, random backbone, FAA ~26%):
+# Observed on the 2-core reference machine with these settings (1 epoch, random backbone, FAA ~26%, chance 10%):
 # 2 ranks vs 1 differ by 0.4 FAA / 0.5 Acc@task points, bf16 + ZeRO-2 vs fp32 by 3.2 / 1.6. The data order
-# per rank, the global batch and the precision differ; statistics and alignment are gathered exactly.
-FAA_TOLERANCE = 5.0
+# per rank, the global batch and the precision differ; statistics and alignment are gathered exactly. Runs are
+# deterministic at a seed and rank count, so these gaps only move when the code does: the tolerances sit just
+# above them, and every run must stay clearly above chance (a broken gather or evaluation lands near 10%).
+TOLERANCE = {"two": 1.5, "bf16": 4.0}
+ABOVE_CHANCE = 18.0
 
 
 def digits(out, *extra) -> list[str]:
@@ -26,10 +29,11 @@ def test_ranks_and_precisions_agree(tmp_path, random_backbone):
         assert done.returncode == 0, done.stderr[-3000:]
     one, two, bf16 = (results(tmp_path / name) for name in runs)
     assert (one["world_size"], two["world_size"], bf16["config"]["deepspeed_config"]) == (1, 2, "bf16_zero2")
-    for other in (two, bf16):
+    for name, other in (("two", two), ("bf16", bf16)):
         assert np.array(other["accuracy_matrix"]).shape == (5, 5)
         for metric in ("final_average_accuracy", "task_identity_accuracy"):
-            assert abs(one[metric] - other[metric]) <= FAA_TOLERANCE, (metric, one[metric], other[metric])
+            assert min(one[metric], other[metric]) >= ABOVE_CHANCE, (metric, one[metric], other[metric])
+            assert abs(one[metric] - other[metric]) <= TOLERANCE[name], (name, metric, one[metric], other[metric])
 
 
 @pytest.mark.slow

@@ -76,7 +76,7 @@ def test_served_model_learns_the_next_task_without_a_failed_request(tmp_path, ra
                      "--until_task", "3", *FAST])
     assert done.returncode == 0, done.stderr[-2000:]
     assert python("-m", "export.promote", str(run), "--bundle", str(root)).returncode == 0
-    _, x, _, _ = digits_arrays()
+    _, x, _, labels = digits_arrays()
     pixels = grayscale_to_input(x, backbone_spec(EMBEDDED_BACKBONE)).numpy()
 
     server, port, metrics_port = start_server_process(root, "--poll-interval-s", "0.5")
@@ -93,7 +93,10 @@ def test_served_model_learns_the_next_task_without_a_failed_request(tmp_path, ra
         while client.info().bundle_version != 4 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert client.info().bundle_version == 4
-        assert served_classes(client, pixels) & {6, 7}  # task 4's classes are served now
+        task4 = np.isin(labels, [6, 7])  # task 4's classes are served now, as well as the export measured
+        served = np.array([p.top[0].class_id for p in client.classify(pixels=pixels[task4], top_k=1).predictions])
+        measured = load_manifest(root / "4").measurement.accuracy_per_task[3]
+        assert 100 * np.mean(served == labels[task4]) == pytest.approx(measured, abs=1e-6) and measured > 0
 
         assert python("train/next_task.py", str(run)).returncode == 0
         refused = python("-m", "export.promote", str(run), "--bundle", str(root), "--max-drop", "-1000")
@@ -136,3 +139,31 @@ def test_other_backbone_is_refused_against_the_served_version(tmp_path, random_b
     refused = python("-m", "export.promote", str(tmp_path / "b"), "--bundle", str(root))
     assert refused.returncode == 3 and "backbone differs" in refused.stdout
     assert bundle_versions(root) == [1]
+
+
+@pytest.mark.parametrize("after, refused", [([80.0, 70.0, 60.0], False), ([80.0, 64.0, 60.0], False),
+                                            ([90.0, 50.0, 95.0], False), ([74.0, 62.0, 60.0], True),
+                                            ([90.0, 48.0, 95.0], True)])
+def test_the_accuracy_guard_rail_refuses_a_real_drop(tmp_path, after, refused):
+    """Served version: tasks 1-2 at 80% and 70% (mean 75). --max-drop 5: a candidate whose mean on those tasks
+    is 72 or exactly 70 passes; 68, or 69 with one task collapsing while the other improves, is refused."""
+    from bundles import write_bundle
+
+    from export.bundle import Refused
+    from export.manifest import load_manifest as load
+    from export.promote import Decision, guard
+
+    previous = load(write_bundle(tmp_path, 1, tasks_learned=2))
+    previous = previous.model_copy(update={"measurement": previous.measurement.model_copy(
+        update={"accuracy_per_task": [80.0, 70.0]})})
+    candidate = previous.model_copy(update={"measurement": previous.measurement.model_copy(
+        update={"accuracy_per_task": after})})
+    decision = Decision("run", 3, 1)
+    check = guard(previous, 5.0, decision)
+    if refused:
+        with pytest.raises(Refused, match="would drop"):
+            check(candidate)
+    else:
+        check(candidate)
+    assert decision.old_tasks_accuracy_before == 75.0
+    assert decision.old_tasks_accuracy_after == pytest.approx(np.mean(after[:2]))

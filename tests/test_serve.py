@@ -134,17 +134,23 @@ def test_router_skipped_and_mixed_tasks_in_one_batch(servers, bundles):
 
 
 def test_dynamic_batching_merges_concurrent_requests(bundles):
-    """With a long queue delay, 8 concurrent single-image requests run as fewer than 8 batches."""
+    """8 single-image requests queued while the batcher is held run as one batch of 8, each with its own answer."""
     server = ServerThread(ServeConfig(bundles["task"], host="127.0.0.1", port=0, metrics_port=None,
-                                      poll_interval_s=0, max_queue_delay_ms=300, max_batch_size=8))
+                                      poll_interval_s=0, max_batch_size=8))
     try:
         oip, _ = stubs(server.target)
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda i: oip.ModelInfer(oip_request(pb, "pipeline", {"pixel_values": pixels(1, i)}),
-                                                   timeout=30), range(8)))
+        queue = server.server.core.batchers["pipeline"]
+        server.loop.call_soon_threadsafe(queue.pause)
+        futures = [oip.ModelInfer.future(oip_request(pb, "pipeline", {"pixel_values": pixels(1, i)}), timeout=30)
+                   for i in range(8)]
+        wait_for(lambda: queue.depth == 8, what="8 queued requests")
+        server.loop.call_soon_threadsafe(queue.resume)
+        for i, future in enumerate(futures):
+            got = oip_outputs(future.result())
+            assert got["class_id"] == direct(bundles["task"] / "1", "task", pixels(1, i), None)["class_id"]
         text = server.metrics_text()
         assert metric_value(text, "hidecl_batch_size_sum", model="pipeline") == 8
-        assert metric_value(text, "hidecl_batch_size_count", model="pipeline") < 8
+        assert metric_value(text, "hidecl_batch_size_count", model="pipeline") == 1
     finally:
         server.stop()
 
@@ -247,27 +253,37 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
 
 
 def test_full_queue_is_resource_exhausted_and_deadlines_and_cancellations(bundles):
-    """Queue of 1 with a long batch delay: a second request is refused, the first still answers; a request
-    whose deadline passes in the queue gets DEADLINE_EXCEEDED; a cancelled one is dropped from its batch."""
+    """Queue of 1, batcher held: a second request is refused, the first still answers; a request whose deadline
+    passes in the queue gets DEADLINE_EXCEEDED; a cancelled one is dropped from its batch."""
     server = ServerThread(ServeConfig(bundles["task"], host="127.0.0.1", port=0, metrics_port=None,
-                                      poll_interval_s=0, max_queue_delay_ms=1500, max_batch_size=64, max_queue_size=1))
+                                      poll_interval_s=0, max_batch_size=64, max_queue_size=1))
     try:
         oip, _ = stubs(server.target)
         request = oip_request(pb, "pipeline", {"pixel_values": pixels(1)})
         queue = server.server.core.batchers["pipeline"]
+        hold, release = (lambda: server.loop.call_soon_threadsafe(queue.pause),
+                         lambda: server.loop.call_soon_threadsafe(queue.resume))
+        hold()
         first = oip.ModelInfer.future(request, timeout=30)
         wait_for(lambda: queue.depth == 1, what="the first request to be queued")
         with pytest.raises(grpc.RpcError) as error:
             oip.ModelInfer(request, timeout=30)
         assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-queue-size" in error.value.details()
+        release()
         assert first.result().model_version == "1"
+        hold()
         with pytest.raises(grpc.RpcError) as error:  # gRPC's own deadline fires on the client
             oip.ModelInfer(request, timeout=0.2)
         assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        release()
         wait_for(lambda: queue.depth == 0, what="the expired request to leave the queue")
+        hold()
         cancelled = oip.ModelInfer.future(request, timeout=30)
         wait_for(lambda: queue.depth == 1, what="the request to be queued")
         cancelled.cancel()
+        wait_for(lambda: metric_value(server.metrics_text(), "hidecl_requests_total", code="CANCELLED") >= 2,
+                 what="the server to see the cancellation")
+        release()
         wait_for(lambda: metric_value(server.metrics_text(), "hidecl_batch_dropped_requests_total") >= 2,
                  what="the expired and the cancelled requests to be dropped")
         assert oip.ModelInfer(request, timeout=30).model_version == "1"  # still serving
