@@ -102,3 +102,13 @@ def test_summarize_reports_every_headline_metric():
     })
     assert summarize(MIXED, identity)["final_forgetting"] == pytest.approx(-3.0)
     assert all(isinstance(v, float) for v in summary.values())
+
+
+def test_results_tables_report_the_sample_std():
+    """The README's tables and the few-shot study use one convention: sample std (ddof 1)."""
+    from train.results_table import preset_table, table
+
+    runs = [{"preset": "p", "config": {"seed": s}, "world_size": 2, "train_seconds": 1.0, "total_seconds": 2.0,
+             "final_average_accuracy": faa, "cumulative_average_accuracy": 0.0, "task_identity_accuracy": 0.0,
+             "final_forgetting": 0.0, "backward_transfer": 0.0} for s, faa in ((42, 90.0), (40, 92.0), (44, 94.0))]
+    assert "92.00 ± 2.00" in table(runs) and "92.00 ± 2.00" in preset_table(runs)  # population std: 1.63

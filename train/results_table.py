@@ -1,6 +1,6 @@
 """Markdown tables of finished runs: the README's results and comparison tables.
 
-`python -m train.results_table DIR...`: one row per run plus mean ± std (what `make results` runs);
+`python -m train.results_table DIR...`: one row per run plus mean ± sample std (ddof 1) (what `make results` runs);
 `python -m train.results_table --by-preset DIR...`: one row per preset, mean ± std over its runs
 (what `make compare` runs).
 """
@@ -22,6 +22,11 @@ COLUMNS = {
 }
 
 
+def _mean_std(values: list[float]) -> str:
+    """Mean ± sample standard deviation (ddof 1, as the few-shot study reports it)."""
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
 def table(runs: list[dict]) -> str:
     lines = ["| seed | " + " | ".join(COLUMNS) + " | ranks | stage-2 train s | stage-2 total s |",
              "|---" * (len(COLUMNS) + 4) + "|"]
@@ -30,14 +35,9 @@ def table(runs: list[dict]) -> str:
         lines.append(f"| {r['config']['seed']} | {values} | {r['world_size']} | {r['train_seconds']:.0f} | "
                      f"{r['total_seconds']:.0f} |")
     if len(runs) > 1:
-        stats = " | ".join(f"{np.mean([r[k] for r in runs]):.2f} ± {np.std([r[k] for r in runs]):.2f}"
-                           for k in COLUMNS.values())
+        stats = " | ".join(_mean_std([r[k] for r in runs]) for k in COLUMNS.values())
         lines.append(f"| mean ± std | {stats} | | | |")
     return "\n".join(lines)
-
-
-def _mean_std(values: list[float]) -> str:
-    return f"{np.mean(values):.2f} ± {np.std(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
 def preset_table(runs: list[dict]) -> str:
