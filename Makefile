@@ -46,21 +46,15 @@ DEMO_PORT ?= 18001
 DEMO_METRICS_PORT ?= 18002
 
 demo: pretrain  ## train tasks 1-3 → export → serve → learn tasks 4, 5 under client load (hot swaps) → accuracy
-	rm -rf output/demo && mkdir -p output/demo
-	@# the test split exactly as training evaluates it (train/ code), as pixel_values + labels for the client
-	$(PY) -c "import numpy as np; from train.data.digits import digits_arrays; \
-	  from train.data.transforms import grayscale_to_input; \
-	  from train.backbones.registry import EMBEDDED_BACKBONE, backbone_spec; _, x, _, y = digits_arrays(); \
-	  np.savez('output/demo/test_digits.npz', labels=y, \
-	           pixel_values=grayscale_to_input(x, backbone_spec(EMBEDDED_BACKBONE)).numpy())"
-	$(PY) -m serve.loop_demo --workdir output/demo --test-npz output/demo/test_digits.npz --ranks $(RANKS) \
-	  --port $(DEMO_PORT) --metrics-port $(DEMO_METRICS_PORT)
+	rm -rf output/demo
+	$(PY) -m benchmarks.loop_demo --workdir output/demo --ranks $(RANKS) --port $(DEMO_PORT) \
+	  --metrics-port $(DEMO_METRICS_PORT)
 
 FOLDER_DEMO_OUT ?= output/demo-folder
 
 demo-folder: pretrain  ## your own classes: Split-Digits as PNG class folders → train 4 task folders → serve → learn a 5th folder under load (make learn-next DATA=...) → served accuracy per class name
 	rm -rf $(FOLDER_DEMO_OUT)
-	$(PY) -m demos.folder_demo --workdir $(FOLDER_DEMO_OUT) --ranks $(RANKS) $(ARGS)
+	$(PY) -m benchmarks.folder_demo --workdir $(FOLDER_DEMO_OUT) --ranks $(RANKS) $(ARGS)
 
 results: pretrain  ## the README's results table: digits_hideprompt at the reference's seeds
 	for seed in $(SEEDS); do rm -rf output/results/seed$$seed; \
@@ -129,10 +123,10 @@ learn-next: setup  ## train the run's next task (or DATA's classes), then publis
 BENCH_TIMEOUT_S ?= 900
 
 bench: pretrain  ## train → export → serve, measured against this machine's limits (≤ 15 min, loopback only)
-	timeout $(BENCH_TIMEOUT_S) $(PY) -m export.bench
+	timeout $(BENCH_TIMEOUT_S) $(PY) -m benchmarks.suite
 
 lint: setup
-	$(VENV)/bin/ruff check train export serve tests demos
+	$(VENV)/bin/ruff check train export serve tests benchmarks
 
 clean:
 	rm -rf output bundles .pytest_cache .ruff_cache

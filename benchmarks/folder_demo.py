@@ -1,4 +1,4 @@
-"""`python -m demos.folder_demo`: bring your own classes, end to end, on image files.
+"""`python -m benchmarks.folder_demo`: bring your own classes, end to end, on image files.
 
 Split-Digits is written out as PNG files in the layout people have (`ROOT/<task>/{train,test}/<class>/<image>`,
 classes named "zero".."nine"); HiDe-Prompt learns the task folders (`folder_hideprompt`); the run is published
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import grpc
 
+from benchmarks.loop_demo import step, wait_for_version
 from serve.client import Client, wait_ready
-from serve.loop_demo import step, wait_for_version
 from train.data.digits import DIGIT_NAMES, write_digit_folders
 
 REPO = Path(__file__).resolve().parent.parent
@@ -103,7 +103,7 @@ def start_server(bundles: Path, log: Path, env: dict[str, str]) -> tuple[subproc
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m demos.folder_demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.folder_demo", description=__doc__.splitlines()[0])
     p.add_argument("--workdir", type=Path, default=Path("output/demo-folder"))
     p.add_argument("--ranks", type=int, default=2, help="DeepSpeed ranks for training")
     p.add_argument("--max-drop", type=float, default=5.0, help="guard rail: points of accuracy old tasks may lose")

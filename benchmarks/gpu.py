@@ -1,7 +1,7 @@
 """The GPU profile, one prepared command for a lent GPU machine (`device` tool), sized for ≤ 10 minutes on an H200:
 
-    python -m export.bench_gpu --out gpu_bench.json [--max-seconds 480]
-    python -m export.bench_gpu --plan                 # what it would run, without a GPU
+    python -m benchmarks.gpu --out gpu_bench.json [--max-seconds 480]
+    python -m benchmarks.gpu --plan                 # what it would run, without a GPU
 
 ViT-B/16 at 224 (random weights: speed does not depend on them; nothing is downloaded), HiDe-Prompt stage 2:
 1. DeepSpeed training steps in bf16 and in fp16 (ds_configs/bf16_zero2.json, fp16_zero2.json; one rank), images/s
@@ -65,7 +65,7 @@ def training(dtype_name: str) -> dict:
     """DeepSpeed steps of the stage-2 method (task 1) in `dtype_name`, one rank on cuda:0."""
     import torch
 
-    from train.bench import stage2_method, step_flops
+    from benchmarks.training import stage2_method, step_flops
     from train.distributed import build_engine, engine_dtype, init_distributed, load_ds_config
 
     ctx = init_distributed()
@@ -99,9 +99,9 @@ def onnx_two_step(folder: Path) -> dict:
     import onnxruntime as ort
     import torch
 
+    from benchmarks.serving import BareTwoStep
+    from benchmarks.training import count_flops, stage2_method
     from export.graphs import ClassifierGraph, RouterGraph, export_onnx
-    from serve.bench import BareTwoStep
-    from train.bench import count_flops, stage2_method
 
     method, config, split, size = stage2_method(PRESET)
     method.eval()
@@ -140,7 +140,7 @@ def onnx_two_step(folder: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.bench_gpu", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("gpu_bench.json"))
     p.add_argument("--max-seconds", type=float, default=480, help="no new measurement starts after this")
     p.add_argument("--plan", action="store_true", help="print what would run and exit")
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not torch.cuda.is_available():
         print("error: the GPU profile needs a GPU (torch.cuda.is_available() is False): run it on a lent GPU "
-              "machine with the `device` tool; BENCHMARKS.md says the GPU figures have not been measured.",
+              "machine with the `device` tool; BENCHMARKS.md says the GPU figures were not measured.",
               file=sys.stderr)
         return 2
     started = time.perf_counter()

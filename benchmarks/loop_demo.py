@@ -1,10 +1,10 @@
-"""`python -m serve.loop_demo`: the continual deployment loop, end to end, on Split-Digits.
+"""`python -m benchmarks.loop_demo`: the continual deployment loop, end to end, on Split-Digits.
 
 Train tasks 1-3 → publish bundle version 3 → serve it → while a client keeps sending requests, learn task 4
 and task 5 (`train/next_task.py` + `python -m export.promote`, the two halves of `make learn-next`) → the
 server hot-swaps to versions 4 and 5. Prints the served per-task accuracy after each swap, and fails
 unless every request succeeded and each new version was picked up. Training and export run as
-subprocesses (this module stays torch-free, like the rest of serve/).
+subprocesses.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from .client import Client, wait_ready
+from benchmarks.digits import write_test_npz
+from serve.client import Client, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -91,9 +92,10 @@ def wait_for_version(client: Client, version: int, timeout_s: float) -> float:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m serve.loop_demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.loop_demo", description=__doc__.splitlines()[0])
     p.add_argument("--workdir", type=Path, default=Path("output/loop"))
-    p.add_argument("--test-npz", type=Path, required=True, help="pixel_values + labels of the test split")
+    p.add_argument("--test-npz", type=Path, help="pixel_values + labels of the test split (default: Split-Digits' "
+                   "test split, written to WORKDIR/test_digits.npz)")
     p.add_argument("--ranks", type=int, default=2, help="DeepSpeed ranks for training")
     p.add_argument("--port", type=int, default=8011)
     p.add_argument("--metrics-port", type=int, default=8012)
@@ -109,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     deepspeed = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(args.ranks)]
     promote = [sys.executable, "-m", "export.promote", str(run), "--bundle", str(bundles), "--max-drop",
                str(args.max_drop)]
+    if args.test_npz is None:
+        args.test_npz = write_test_npz(args.workdir / "test_digits.npz")
     data = np.load(args.test_npz)
     pixels, labels = data["pixel_values"].astype(np.float32), data["labels"].astype(np.int64)
 
@@ -117,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
          str(run), "--until_task", str(args.first_tasks), *args.train_overrides], env, args.workdir / "train.log")
     step(f"publish version {args.first_tasks}", promote, env, args.workdir / "publish.log")
     server = subprocess.Popen([sys.executable, "-m", "serve", "--bundle", str(bundles), "--host", "127.0.0.1",
-                               "--port", str(args.port), "--metrics-port", str(args.metrics_port),
+                               "--port", str(args.port), "--metrics-host", "127.0.0.1",
+                               "--metrics-port", str(args.metrics_port),
                                "--poll-interval-s", "1", "--log-level", "WARNING"], cwd=REPO, env=env)
     try:
         return serve_and_learn(args, server, deepspeed, promote, pixels, labels, env)

@@ -1,10 +1,11 @@
-"""Serving benchmarks, torch-free: the server at saturation vs bare onnxruntime on the same graphs, latency at
-several concurrencies, the graphs' variants side by side, the server's peak RSS, and the GEMM rate.
+"""Serving benchmarks, torch-free in this process: the server at saturation vs bare onnxruntime on the same graphs,
+latency at several concurrencies, the graphs' variants side by side, the server's peak RSS, and (with --run) our
+server vs a plain PyTorch-eager gRPC server (benchmarks/eager_server.py, its own process) under the same load.
 
-    python -m serve.bench --bundle ROOT [--version N] --json serving.json [--seconds 6] [--quick]
+    python -m benchmarks.serving --bundle ROOT --version N --json serving.json [--run RUN] [--seconds 6] [--quick]
 
-Every loop is bounded in rounds and seconds; the server runs as `python -m serve` on loopback (a subprocess, as
-deployed). The caller (`python -m export.bench`, `make bench`) adds the torch-side figures and writes the report.
+Every loop is bounded in rounds and seconds; the servers run as subprocesses on loopback (`python -m serve` as
+deployed). The caller (`python -m benchmarks.suite`, `make bench`) adds the torch-side figures and writes the report.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -27,21 +29,6 @@ from export.manifest import PIXEL_VALUES, PROMPT_IDS, TASK_ID, Manifest, load_ma
 
 REPO = Path(__file__).resolve().parent.parent
 CONDITION = {"task": TASK_ID, "prompt_set": PROMPT_IDS, "none": None}
-
-
-def gemm_gflops(seconds: float = 1.0, n: int = 1024, max_rounds: int = 200) -> float:
-    """Best fp32 GEMM rate (GFLOP/s) of numpy's BLAS on every core, n×n×n, bounded in time and rounds."""
-    rng = np.random.default_rng(0)
-    a, b = rng.random((n, n), np.float32), rng.random((n, n), np.float32)
-    a @ b
-    best, end = 0.0, time.perf_counter() + seconds
-    for _ in range(max_rounds):
-        start = time.perf_counter()
-        a @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - start))
-        if time.perf_counter() > end:
-            break
-    return best / 1e9
 
 
 # -- bare onnxruntime: the same two graphs, no server ---------------------------------------------------------
@@ -97,35 +84,35 @@ def accuracy(runner: BareTwoStep, pixels: np.ndarray, labels: np.ndarray, batch:
 
 
 # -- the server as deployed: `python -m serve` on loopback ----------------------------------------------------
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# `python -m serve` exactly, with the metrics endpoint on loopback too (the CLI binds it to every interface)
-_LOOPBACK_SERVE = ("import asyncio, dataclasses, logging, sys; "
-                   "from serve.__main__ import config_from, parse_args, serve; "
-                   "a = parse_args(sys.argv[1:]); logging.basicConfig(level=a.log_level); "
-                   "asyncio.run(serve(dataclasses.replace(config_from(a), metrics_host='127.0.0.1')))")
-
-
-def start_server(root: Path, version: int, *args: str, timeout_s: float = 90) -> tuple[subprocess.Popen, str, int]:
-    """The server on free loopback ports; returns (process, target, metrics port) once it serves."""
-    port, metrics_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", _LOOPBACK_SERVE, "--bundle", str(root), "--version", str(version), "--host", "127.0.0.1",
-         "--port", str(port), "--metrics-port", str(metrics_port), "--poll-interval-s", "0", "--log-level", "WARNING",
-         *args],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    end = time.monotonic() + timeout_s
-    line = process.stdout.readline()  # the server's first line says it serves (or why it could not start)
-    if not line.startswith("serving") or time.monotonic() > end:
+def start_process(argv: list[str], timeout_s: float = 120) -> tuple[subprocess.Popen, str]:
+    """Start a server that prints "serving ... on HOST:PORT ..." as its first line once it serves; the process and
+    that line (or the reason it could not start). Ports are bound by the server itself (port 0: no races)."""
+    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    timer = threading.Timer(timeout_s, process.kill)  # a server that hangs before its first line is killed
+    timer.start()
+    try:
+        line = process.stdout.readline()
+    finally:
+        timer.cancel()
+    if not line.startswith("serving"):
         process.kill()
-        raise RuntimeError(f"server did not start: {line}{process.stdout.read()}")
-    return process, f"127.0.0.1:{port}", metrics_port
+        raise RuntimeError(f"server did not start: {' '.join(argv)}\n{line}{process.stdout.read()}")
+    threading.Thread(target=lambda: process.stdout.read(), daemon=True).start()  # drain, never block the server
+    return process, line
+
+
+def start_server(root: Path, version: int, *args: str) -> tuple[subprocess.Popen, str, int]:
+    """`python -m serve` on loopback (gRPC and metrics), ports chosen by the server; (process, target, metrics
+    port) once it serves."""
+    process, line = start_process(
+        [sys.executable, "-m", "serve", "--bundle", str(root), "--version", str(version), "--host", "127.0.0.1",
+         "--port", "0", "--metrics-host", "127.0.0.1", "--metrics-port", "0", "--poll-interval-s", "0",
+         "--log-level", "WARNING", *args])
+    found = re.search(r" on 127\.0\.0\.1:(\d+) \(metrics :(\d+)\)", line)
+    if found is None:
+        stop_server(process)
+        raise RuntimeError(f"cannot read the ports from the server's first line: {line}")
+    return process, f"127.0.0.1:{found.group(1)}", int(found.group(2))
 
 
 def stop_server(process: subprocess.Popen) -> None:
@@ -152,7 +139,7 @@ def scrape(metrics_port: int, name: str, model: str = "classify") -> float:
 
 def load(target: str, shape: list[int], batch: int, concurrency: int, seconds: float, max_requests: int) -> dict:
     """Closed-loop Classify load (serve.client.bench) with random pixel_values of `batch` images per request."""
-    from .client import Client, bench, wait_ready
+    from serve.client import Client, bench, wait_ready
 
     client = Client.connect(target)
     wait_ready(client, 60)
@@ -174,26 +161,30 @@ class Plan:
     latency_concurrencies: tuple[int, ...] = (1, 8, 32)
     efficiency_batches: tuple[int, ...] = (1, 8, 32)
     rounds: int = 3  # bare/server alternations at saturation
+    versus_rounds: int = 2  # our server / eager server alternations at each concurrency
+    server_batch: int = 32  # --max-batch-size of the latency and versus-eager servers (the server's default)
+    queue_delay_ms: float = 2.0  # --max-queue-delay-ms of every server here (the server's default)
 
     @classmethod
     def quick(cls) -> Plan:
         return cls(seconds=0.5, max_requests=200, batch=8, request_batch=4, saturation_concurrency=4,
-                   latency_concurrencies=(1, 8, 32), efficiency_batches=(1, 8), rounds=1)
+                   latency_concurrencies=(1, 8, 32), efficiency_batches=(1, 8), rounds=1, versus_rounds=1)
 
 
-def serving_suite(root: Path, version: int, plan: Plan, test_npz: Path | None = None, log=print) -> dict:
+def serving_suite(root: Path, version: int, plan: Plan, test_npz: Path | None = None, run: Path | None = None,
+                  log=print) -> dict:
     folder = Path(root) / str(version)
     manifest = load_manifest(folder)
     shape = [3, manifest.preprocessing.img_size, manifest.preprocessing.img_size]
     out: dict = {"bundle": str(folder), "version": version, "method": manifest.method, "routing": manifest.routing,
                  "onnxruntime": ort.__version__, "plan": plan.__dict__}
-    out["gemm_gflops_numpy"] = gemm_gflops(min(plan.seconds, 2.0))
     bare = BareTwoStep.open(folder, manifest)
     out["bare"] = {str(b): bare_throughput(bare, shape, b, plan.seconds) for b in plan.efficiency_batches}
     log(f"bare onnxruntime two-step images/s by batch: {out['bare']}")
     out["saturation"] = saturation(root, version, shape, plan, bare, log)
     out["latency"] = latency(root, version, shape, plan, log)
     out["variants"] = variants(folder, manifest, shape, plan, test_npz, log)
+    out["versus_eager"] = versus_eager(root, version, run, shape, plan, log) if run is not None else None
     return out
 
 
@@ -201,7 +192,7 @@ def saturation(root: Path, version: int, shape: list[int], plan: Plan, bare: Bar
     """Server images/s at saturation and bare onnxruntime at the same batch, alternated `plan.rounds` times
     (the idle server costs nothing while bare runs): the median of the per-round ratios is the overhead."""
     process, target, metrics_port = start_server(root, version, "--max-batch-size", str(plan.batch),
-                                                 "--max-queue-delay-ms", "2")
+                                                 "--max-queue-delay-ms", str(plan.queue_delay_ms))
     rounds = []
     try:
         for _ in range(plan.rounds):
@@ -224,8 +215,8 @@ def saturation(root: Path, version: int, shape: list[int], plan: Plan, bare: Bar
 
 
 def latency(root: Path, version: int, shape: list[int], plan: Plan, log) -> dict:
-    """p50/p95/p99 of one-image requests at each concurrency (server defaults: batch 32, 2 ms delay)."""
-    process, target, _ = start_server(root, version)
+    """p50/p95/p99 of one-image requests at each concurrency (the plan's server batch and queue delay)."""
+    process, target, _ = start_server(root, version, *server_args(plan))
     try:
         points = {str(c): load(target, shape, 1, c, plan.seconds, plan.max_requests)
                   for c in plan.latency_concurrencies}
@@ -235,6 +226,54 @@ def latency(root: Path, version: int, shape: list[int], plan: Plan, log) -> dict
         log(f"latency c={c}: p50 {s['p50_ms']:.2f} p95 {s['p95_ms']:.2f} p99 {s['p99_ms']:.2f} ms, "
             f"{s['images_per_second']:.1f} images/s, failures {s['failures']}")
     return points
+
+
+def server_args(plan: Plan) -> list[str]:
+    return ["--max-batch-size", str(plan.server_batch), "--max-queue-delay-ms", str(plan.queue_delay_ms)]
+
+
+def start_eager_server(run: Path, folder: Path) -> tuple[subprocess.Popen, str]:
+    """benchmarks/eager_server.py on a loopback port it chooses; (process, target) once it serves."""
+    process, line = start_process([sys.executable, "-m", "benchmarks.eager_server", "--run", str(run), "--bundle",
+                                   str(folder), "--host", "127.0.0.1", "--port", "0"])
+    found = re.search(r" on 127\.0\.0\.1:(\d+)", line)
+    if found is None:
+        stop_server(process)
+        raise RuntimeError(f"cannot read the port from the eager server's first line: {line}")
+    return process, f"127.0.0.1:{found.group(1)}"
+
+
+def versus_eager(root: Path, version: int, run: Path, shape: list[int], plan: Plan, log) -> dict:
+    """Our server (defaults) vs the plain PyTorch-eager gRPC server on the same model, both up on loopback, driven
+    by the same load generator with one image per request: images/s at concurrency 8 and p50 at concurrency 1,
+    the two servers alternated `plan.versus_rounds` times (the median round of each is kept)."""
+    ours, ours_target, _ = start_server(root, version, *server_args(plan))
+    try:
+        eager, eager_target = start_eager_server(run, Path(root) / str(version))
+    except BaseException:
+        stop_server(ours)
+        raise
+    targets = {"ours": ours_target, "eager": eager_target}
+    points: dict = {"1": {"ours": [], "eager": []}, "8": {"ours": [], "eager": []}}
+    try:
+        for _ in range(plan.versus_rounds):
+            for c in points:
+                for name, target in targets.items():
+                    points[c][name].append(load(target, shape, 1, int(c), plan.seconds, plan.max_requests))
+    finally:
+        stop_server(ours)
+        stop_server(eager)
+    out: dict = {"rounds": plan.versus_rounds, "request_batch": 1}
+    for c, by_server in points.items():
+        key = "images_per_second" if c == "8" else "p50_ms"
+        kept = {name: sorted(runs, key=lambda r: r[key])[len(runs) // 2] for name, runs in by_server.items()}
+        out[c] = {name: {k: r[k] for k in ("images_per_second", "p50_ms", "p99_ms", "requests", "failures")}
+                  for name, r in kept.items()}
+        out[c]["all_rounds"] = {name: [r[key] for r in runs] for name, runs in by_server.items()}
+        log(f"versus eager c={c}: {out[c]}")
+    out["throughput_ratio_c8"] = out["8"]["ours"]["images_per_second"] / out["8"]["eager"]["images_per_second"]
+    out["p50_ratio_c1"] = out["1"]["ours"]["p50_ms"] / out["1"]["eager"]["p50_ms"]  # ours / eager: ≤ 1 is no worse
+    return out
 
 
 def variants(folder: Path, manifest: Manifest, shape: list[int], plan: Plan, test_npz: Path | None, log) -> dict:
@@ -255,17 +294,18 @@ def variants(folder: Path, manifest: Manifest, shape: list[int], plan: Plan, tes
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m serve.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__.split("\n")[0])
     p.add_argument("--bundle", type=Path, required=True, help="bundle root")
     p.add_argument("--version", type=int, required=True)
     p.add_argument("--json", type=Path, required=True, help="where the raw figures go")
     p.add_argument("--test-npz", type=Path, help="pixel_values + labels: accuracy of each variant")
+    p.add_argument("--run", type=Path, help="the trained run of the bundle: our server vs the PyTorch-eager server")
     p.add_argument("--seconds", type=float, default=6.0, help="per measured point")
     p.add_argument("--quick", action="store_true", help="tiny bounded mode (seconds in all) for tests")
     args = p.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan(seconds=args.seconds)
-    figures = serving_suite(args.bundle, args.version, plan, args.test_npz,
-                            log=lambda m: print(f"[serve.bench] {m}", flush=True))
+    figures = serving_suite(args.bundle, args.version, plan, args.test_npz, args.run,
+                            log=lambda m: print(f"[benchmarks.serving] {m}", flush=True))
     figures["pid_rss_note"] = "server RSS is VmHWM of the `python -m serve` process after the saturation load"
     args.json.write_text(json.dumps(figures, indent=1))
     return 0

@@ -1,13 +1,15 @@
-"""`make bench` = `python -m export.bench`: train → export → serve, measured against this machine's limits.
+"""`make bench` = `python -m benchmarks.suite`: train → export → serve, measured against this machine's limits.
 
-    python -m export.bench [--out output/bench] [--report BENCHMARKS.md] [--json benchmarks.json]
-    python -m export.bench --quick --bundle ROOT --version N   # seconds: no training, tiny bounded loops
+    python -m benchmarks.suite [--out output/bench] [--report BENCHMARKS.md] [--json benchmarks.json]
+    python -m benchmarks.suite --quick --bundle ROOT --version N   # seconds: no training, tiny bounded loops
 
-Steps (each a bounded subprocess or loop): a 2-rank DeepSpeed run of digits_hideprompt (train/bench.py: stage-2
-images/s, statistics and alignment seconds per task, each rank's peak RSS) → the GEMM rate and the counted FLOPs
-of a stage-2 step (train.bench) → `python -m export` with its variants → PyTorch-eager two-step vs bare
-onnxruntime in this process → `python -m serve.bench` (torch-free: the server at saturation vs bare
-onnxruntime, latency at concurrency 1/8/32, variants, server RSS) → BENCHMARKS.md + the raw JSON.
+Steps (each a bounded subprocess or loop): the machine as this run sees it (/proc/cpuinfo flags, load average,
+whether CUDA is visible) and its fp32 peak (benchmarks/peak.py: the best large MatMul of torch, onnxruntime and
+numpy) → a 2-rank DeepSpeed run of digits_hideprompt (benchmarks/training.py: stage-2 images/s, statistics and
+alignment seconds per task, each rank's peak RSS) → the counted FLOPs of a stage-2 step → `python -m export`
+with its variants → PyTorch-eager two-step vs bare onnxruntime in this process → `python -m benchmarks.serving`
+(the server at saturation vs bare onnxruntime, latency at concurrency 1/8/32, variants, server RSS, and our
+server vs the PyTorch-eager gRPC server side by side) → BENCHMARKS.md + the raw JSON.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks.digits import write_test_npz
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = "digits_hideprompt"
@@ -48,8 +52,8 @@ def train_run(out: Path, ranks: int = 2) -> dict:
     if run.exists():
         subprocess.run(["rm", "-rf", str(run)], check=True)
     deepspeed = str(Path(sys.executable).parent / "deepspeed")
-    wall = run_command([deepspeed, "--num_gpus", str(ranks), "train/bench.py", PRESET, "--output_dir", str(run)],
-                       RUN_TIMEOUT_S)
+    wall = run_command([deepspeed, "--num_gpus", str(ranks), "benchmarks/training.py", PRESET,
+                        "--output_dir", str(run)], RUN_TIMEOUT_S)
     results = json.loads((run / "results.json").read_text())
     ranks_json = [json.loads(p.read_text()) for p in sorted(run.glob("bench_rank*.json"))]
     per_task = []
@@ -76,11 +80,11 @@ def _stage1_rate(run: Path) -> float | None:
 # -- PyTorch eager vs onnxruntime, and the graphs' FLOPs --------------------------------------------------------
 def eager_vs_onnx(run: Path, bundle: Path, batches: tuple[int, ...], seconds: float) -> dict:
     """Eager two-step (the exported modules, no_grad) and bare onnxruntime on the same graphs, side by side."""
+    from benchmarks.serving import BareTwoStep, timed_rate
+    from benchmarks.training import count_flops
     from export.graphs import ClassifierGraph, RouterGraph
     from export.manifest import load_manifest
     from export.restore import restore
-    from serve.bench import BareTwoStep, timed_rate
-    from train.bench import count_flops
 
     restored = restore(run)
     seen = restored.split.seen_mask(restored.task)
@@ -112,36 +116,48 @@ def eager_vs_onnx(run: Path, bundle: Path, batches: tuple[int, ...], seconds: fl
 
 
 # -- the whole suite --------------------------------------------------------------------------------------------
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_flags(cpuinfo: str) -> list[str]:
+    """The flags of CPU_FLAGS that /proc/cpuinfo's first "flags" line lists, in CPU_FLAGS order."""
+    line = next((x for x in cpuinfo.splitlines() if x.startswith("flags")), "flags:")
+    present = set(line.split(":", 1)[1].split())
+    return [f for f in CPU_FLAGS if f in present]
+
+
 def machine() -> dict:
     import deepspeed
     import onnxruntime
     import timm
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    flags = Path("/proc/cpuinfo").read_text()
-    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f" {f} " in flags]
-    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa,
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+               platform.processor())
+    cuda = torch.cuda.is_available()
+    return {"cpu": cpu, "cores": os.cpu_count(), "cpu_flags": cpu_flags(cpuinfo),
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "load_average": os.getloadavg(), "python": platform.python_version(),
+            "cuda_available": cuda, "gpu": torch.cuda.get_device_name(0) if cuda else None,
+            "load_average_start": list(os.getloadavg()), "python": platform.python_version(),
             "versions": {"torch": torch.__version__, "timm": timm.__version__, "deepspeed": deepspeed.__version__,
                          "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}}
 
 
 def suite(args: argparse.Namespace) -> dict:
-    from train.bench import gemm_gflops, step_figures
+    from benchmarks.peak import fp32_peak
+    from benchmarks.training import step_figures
 
     started = time.perf_counter()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    figures: dict = {"command": "make bench" if not args.quick else "python -m export.bench --quick",
+    figures: dict = {"command": "make bench" if not args.quick else "python -m benchmarks.suite --quick",
                      "quick": args.quick, "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    figures["peak"] = fp32_peak(512, 2) if args.quick else fp32_peak()
+    log(f"fp32 peak: {figures['peak']}")
     run = args.run
     if run is None and not args.quick:
         figures["training"] = train_run(out)
         run = Path(figures["training"]["run_dir"])
-        figures["training"]["gemm_gflops_torch_2threads"] = gemm_gflops(seconds=2.0)
     figures["step"] = step_figures(PRESET, seconds=0.5 if args.quick else 8.0)
     log(f"step: {figures['step']['efficiency']:.1%} of the one-thread GEMM rate")
     root, version = args.bundle, args.version
@@ -152,34 +168,23 @@ def suite(args: argparse.Namespace) -> dict:
                                                 EXPORT_TIMEOUT_S)
         version = max(int(p.name) for p in root.iterdir() if p.name.isdigit())
     bundle = Path(root) / str(version)
-    test_npz = write_test_npz(out) if run is not None else None
+    test_npz = write_test_npz(out / "test_digits.npz") if run is not None else None
     if run is not None:
         figures["eager"] = eager_vs_onnx(run, bundle, (8, 32), 0.5 if args.quick else 5.0)
     serving_json = out / "serving.json"
-    run_command([sys.executable, "-m", "serve.bench", "--bundle", str(root), "--version", str(version), "--json",
-                 str(serving_json), *(["--test-npz", str(test_npz)] if test_npz else []),
+    run_command([sys.executable, "-m", "benchmarks.serving", "--bundle", str(root), "--version", str(version), "--json",
+                 str(serving_json), *(["--test-npz", str(test_npz), "--run", str(run)] if run is not None else []),
                  *(["--quick"] if args.quick else [])], SERVE_TIMEOUT_S)
     figures["serving"] = json.loads(serving_json.read_text())
+    figures["machine"]["load_average_end"] = list(os.getloadavg())
     figures["seconds"] = time.perf_counter() - started
     return figures
 
 
-def write_test_npz(out: Path) -> Path:
-    """The Split-Digits test split as training evaluates it: pixel_values + labels (variant accuracy)."""
-    from train.backbones.registry import EMBEDDED_BACKBONE, backbone_spec
-    from train.data.digits import digits_arrays
-    from train.data.transforms import grayscale_to_input
-
-    _, x, _, y = digits_arrays()
-    path = out / "test_digits.npz"
-    np.savez(path, labels=y, pixel_values=grayscale_to_input(x, backbone_spec(EMBEDDED_BACKBONE)).numpy())
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
-    from .bench_report import render
+    from .report import render
 
-    p = argparse.ArgumentParser(prog="python -m export.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=REPO / "output" / "bench", help="work folder (git-ignored)")
     p.add_argument("--report", type=Path, default=REPO / "BENCHMARKS.md")
     p.add_argument("--json", type=Path, default=None, help="raw figures (default: OUT/benchmarks.json)")

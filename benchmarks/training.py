@@ -3,8 +3,8 @@ needed, and what the reference's discarded frozen-model forward would add), in-p
 the timed DeepSpeed run.
 
 Two uses:
-    python -m train.bench step [--seconds 5] [--json OUT]        # GEMM rate + step FLOPs + in-process steps/s
-    deepspeed --num_gpus 2 train/bench.py PRESET --output_dir DIR  # train/main.py, plus per-rank figures
+    python -m benchmarks.training step [--seconds 5] [--json OUT]        # GEMM rate + step FLOPs + in-process steps/s
+    deepspeed --num_gpus 2 benchmarks/training.py PRESET --output_dir DIR  # train/main.py, plus per-rank figures
 
 The second is `train/main.py` unchanged, with class statistics and classifier alignment timed separately
 (the run's own results.json lumps them with evaluation) and each rank's peak RSS, written to
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # launched as a script by deepspeed: import the `train` package, not siblings
+if __package__ in (None, ""):  # launched as a script by deepspeed: the repository root on the path, not this folder
     _here = Path(__file__).resolve().parent
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
     sys.path.insert(0, str(_here.parent))
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] != "step":
         return rank_main(argv)
-    p = argparse.ArgumentParser(prog="python -m train.bench step")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.training step")
     p.add_argument("--preset", default="digits_hideprompt")
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--json", type=Path)
