@@ -21,3 +21,24 @@ def test_no_serve_module_imports_torch_or_train():
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == [], f"serve/ pulled in {json.loads(run.stdout)[:10]}"
     assert len(SERVE_MODULES) > 15  # every module, not an empty glob
+
+
+def _imports_of(package: str) -> set[str]:
+    """Top-level packages named by the import statements of every module of `package` (static, cheap)."""
+    import ast
+
+    found = set()
+    for path in (REPO / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_flow_goes_one_way():
+    """train → export → serve: train imports neither export nor serve; no product package imports benchmarks."""
+    assert not _imports_of("train") & {"export", "serve", "benchmarks"}
+    assert not _imports_of("export") & {"serve", "benchmarks"}
+    assert not _imports_of("serve") & {"train", "torch", "benchmarks"}
