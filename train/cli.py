@@ -63,6 +63,8 @@ FLAG_FIELDS: dict[tuple[str, ...], str] = {
     ("--ca_storage_efficient_method",): "alignment.ca_storage_efficient_method",
     ("--n_centroids",): "alignment.n_centroids",
     ("--original_model_mlp_structure",): "alignment.mlp_structure",
+    ("--router",): "alignment.router",  # beyond the reference: task routing (mlp = the reference's)
+    ("--router_shrinkage",): "alignment.router_shrinkage",
     ("--seed",): "seed",
     ("--output_dir",): "output_dir",
     ("--trained_original_model",): "trained_original_model",

@@ -118,11 +118,18 @@ class AlignmentConfig:
     not_train_ca: bool = False
     ca_lr_scaled: bool | None = None  # scale ca_lr by batch/256; None = reference (TII yes, WTP no)
     mlp_structure: tuple[int, ...] = (2,)  # TII residual MLP, hidden sizes as multiples of the width
+    # Task routing from uninstructed features: the reference's trained MLP, class Gaussians with a shared shrunk
+    # covariance (lda), nearest class mean (ncm), or the mean of mlp's and lda's probabilities (ensemble).
+    router: Literal["mlp", "lda", "ncm", "ensemble"] = "mlp"
+    router_shrinkage: float = 0.5  # lda: weight of the identity target in the shared covariance
 
     def __post_init__(self) -> None:
         _check(self.n_centroids >= 1, "n_centroids must be at least 1")
         _check(self.ca_storage_efficient_method in ("multi-centroid", "covariance", "variance"),
                f"unknown statistics method '{self.ca_storage_efficient_method}'")
+        _check(self.router in ("mlp", "lda", "ncm", "ensemble"),
+               f"unknown router '{self.router}': use mlp, lda, ncm or ensemble")
+        _check(0.0 <= self.router_shrinkage <= 1.0, "router_shrinkage must be within [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,7 @@ def collect_statistics(method: ContinualMethod, task: int, data: ContinualData, 
     features, labels = all_gather_rows(torch.cat(features)), all_gather_rows(torch.cat(labels))
     for label in split.task_classes[task]:
         statistics.add_class(label, features[labels == label], seed=config.seed * 1000 + label)
+        method.observe_class(label, features[labels == label])
 
 
 # -- classifier alignment on pseudo-features -----------------------------------------------------------------

@@ -111,6 +111,10 @@ class ContinualMethod(nn.Module):
         """Class-incremental prediction after training tasks `0..seen_task`."""
         raise NotImplementedError
 
+    def observe_class(self, label: int, features: torch.Tensor) -> None:
+        """One class's statistics features, all of them (gathered over ranks); methods that route with class
+        statistics keep what they need."""
+
     def learned_state(self) -> dict[str, torch.Tensor]:
         """Everything the method learned (the frozen backbone excluded)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}

@@ -32,7 +32,8 @@ class HideMethod(ContinualMethod):
         super().__init__(config, backbone, split)
         fc_norm = config.backbone.mocov3_reference_norm
         self.head = class_head(backbone.num_features, split.num_classes, fc_norm)
-        self.tii = TaskIdentityHead(backbone.num_features, config.alignment.mlp_structure, split.num_classes, fc_norm)
+        self.tii = TaskIdentityHead(backbone.num_features, config.alignment.mlp_structure, split.num_classes, fc_norm,
+                                    config.alignment.router, config.alignment.router_shrinkage)
         self.tii.requires_grad_(False)
         self.register_buffer("old_centroids", torch.empty(0), persistent=False)
 
@@ -65,7 +66,15 @@ class HideMethod(ContinualMethod):
                 f"(its classifier {'lacks' if reference_norm else 'has'} the reference's fc_norm): run both stages "
                 "with the same --mocov3_reference_norm."
             )
+        router = self.config.alignment.router
+        if router != "mlp" and "gaussian.counts" not in state:
+            raise UserError(f"--router {router} routes with class statistics the stage-1 run keeps only when it ran "
+                            f"with a router other than mlp: run stage 1 with --router {router} (or route with mlp).")
+        if self.tii.gaussian is None:  # a stage-1 run that kept class statistics, routed here with its MLP
+            state = {k: v for k, v in state.items() if not k.startswith("gaussian.")}
         missing, unexpected = self.tii.load_state_dict(state, strict=False)
+        if self.tii.gaussian is not None:
+            self.tii.gaussian.refresh()  # this run's router kind (lda or ncm) from the stage-1 statistics
         head_only = not any(k.startswith("mlp.") for k in state) and self.tii.mlp.net is None
         if unexpected or (missing and not head_only) or any(k.startswith("head.") for k in missing):
             raise UserError(

@@ -8,14 +8,13 @@ from torch import nn
 from ..backbones.vit import cls_features
 from ..config import RunConfig
 from ..data.splits import TaskSplit
-from ..losses import mask_logits
 from .base import ContinualMethod, Prediction, StepOutput, no_aux_loss, register
 from .heads import TaskIdentityHead
 
 
-def route_to_tasks(tii: nn.Module, features: torch.Tensor, seen: torch.Tensor, class_to_task: torch.Tensor):
-    """Task-identity logits over the seen classes and the task of their argmax."""
-    logits = mask_logits(tii(features), seen)
+def route_to_tasks(tii: TaskIdentityHead, features: torch.Tensor, seen: torch.Tensor, class_to_task: torch.Tensor):
+    """Task-identity logits over the seen classes (from the configured router) and the task of their argmax."""
+    logits = tii.route_logits(features, seen)
     return logits, class_to_task[logits.argmax(dim=1)]
 
 
@@ -28,7 +27,8 @@ class HideTaskIdentity(ContinualMethod):
     def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
         super().__init__(config, backbone, split)
         self.tii = TaskIdentityHead(backbone.num_features, config.alignment.mlp_structure, split.num_classes,
-                                    config.backbone.mocov3_reference_norm)
+                                    config.backbone.mocov3_reference_norm, config.alignment.router,
+                                    config.alignment.router_shrinkage)
 
     @torch.no_grad()
     def _frozen_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,6 +41,10 @@ class HideTaskIdentity(ContinualMethod):
 
     def statistics_features(self, x: torch.Tensor, task: int) -> torch.Tensor:
         return self._frozen_features(x)
+
+    def observe_class(self, label: int, features: torch.Tensor) -> None:
+        if self.tii.gaussian is not None:
+            self.tii.gaussian.add_class(label, features)
 
     def alignment_parameters(self) -> list[nn.Parameter]:
         return list(self.tii.parameters())
