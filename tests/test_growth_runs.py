@@ -154,3 +154,23 @@ def test_next_task_refuses_bad_task_folders_and_writes_nothing(tmp_path, random_
         refused = next_task(run, "--task-data", str(folder))
         assert refused.returncode == 2 and expected in refused.stderr, refused.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == files
+
+
+def test_folder_run_learns_one_more_folder(tmp_path, random_backbone):
+    """An ImageFolder run (S-Prompt++: a key and a prompt per task, the pool as small as the tasks) takes a third
+    folder as task 3."""
+    root = tmp_path / "root"
+    for index, letters in enumerate(("ab", "cd")):
+        letters_folder(root / f"task{index + 1}", letters)
+    run = tmp_path / "run"
+    done = run_main(["folder_sprompt", "--data-path", str(root), "--output_dir", str(run), "prompt.size=2",
+                     f"backbone.checkpoint={random_backbone}", *FAST], OMP_NUM_THREADS="1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    learned = next_task(run, "--task-data", str(letters_folder(tmp_path / "more", "ef")))
+    assert learned.returncode == 0, learned.stderr[-2000:]
+    assert "grown from 2 tasks / 4 classes to 3 / 6" in learned.stdout
+    state = load_file(str(run / "checkpoints/task3/learned.safetensors"))
+    assert (state["keys"].shape[0], state["e_prompts.prompt"].shape[2], state["head.weight"].shape[0]) == (3, 3, 6)
+    r = results(run)
+    assert r["class_names"] == [f"class_{c}" for c in "abcdef"] and r["task_classes"] == [[0, 1], [2, 3], [4, 5]]
+    assert r["config"]["data"]["num_tasks"] == 3 and r["config"]["prompt"]["size"] == 3
