@@ -23,6 +23,7 @@ from train.data.registry import load_dataset
 from train.data.rgb import to_rgb
 from train.errors import UserError
 from train.main import main
+from train.presets import FOLDER_METHODS, preset
 
 SPEC = backbone_spec(EMBEDDED_BACKBONE)
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "white": (240, 240, 240),
@@ -313,6 +314,16 @@ def test_the_task_count_comes_from_the_folders(root, capsys):
                                             capsys)
     joint = parse_invocation(["folder_joint", "--data-path", str(root)]).config
     assert joint.data.num_tasks == 1 and folder_data(joint.data, SPEC).task_classes == ((0, 1, 2, 3),)
+
+
+@pytest.mark.parametrize("method", [*FOLDER_METHODS, "joint"])
+def test_every_method_has_a_folder_preset_with_the_digits_budget(root, method):
+    config = parse_invocation([f"folder_{method}", "--data-path", str(root)]).config
+    digits = preset(f"digits_{method}")
+    assert config.data.dataset == "ImageFolder" and config.data.data_path == str(root)
+    assert (config.method, config.optim, config.tii_optim, config.backbone, config.alignment) == (
+        digits.method, digits.optim, digits.tii_optim, digits.backbone, digits.alignment)
+    assert config.prompt.size >= config.data.num_tasks
 
 
 def test_folder_settings_round_trip_through_checkpoints_and_overrides(root):
