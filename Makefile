@@ -120,9 +120,9 @@ learn-next: setup  ## train the run's next task (or DATA's classes), then publis
 	$(PY) -m export.promote $(RUN) --bundle $(BUNDLE) --max-drop $(MAX_DROP)
 
 # Benchmarks (issue #8): bounded suite → BENCHMARKS.md (committed) + output/bench/benchmarks.json (git-ignored).
-BENCH_TIMEOUT_S ?= 900
+BENCH_TIMEOUT_S ?= 1200
 
-bench: pretrain  ## train → export → serve, measured against this machine's limits (≤ 15 min, loopback only)
+bench: pretrain  ## train → export → serve, measured against this machine's limits (≤ 20 min, loopback only)
 	timeout $(BENCH_TIMEOUT_S) $(PY) -m benchmarks.suite
 
 lint: setup

@@ -1,12 +1,13 @@
 """The baseline a user would otherwise write: a plain PyTorch-eager gRPC server for the same model.
 
-    python -m benchmarks.eager_server --run RUN_DIR --bundle BUNDLE_VERSION_DIR [--host 127.0.0.1] [--port 0]
+    python -m benchmarks.eager_server --run RUN_DIR --bundle BUNDLE_VERSION_DIR [--port 0] [--threads N]
 
 A `grpc.aio` servicer of `hidecl.v1.ContinualClassifier` (Classify with `pixel_values`, and ModelInfo so that
 the load generator's readiness check works) that runs the eager two-step of the restored run (export/graphs.py
 RouterGraph → ClassifierGraph, torch.no_grad) once per request, on the event loop: no batching, no queue, no
 ONNX. The bundle version folder names the task (its manifest's tasks_learned) and the class names, so both
-servers answer with the same model. Its first line is "serving ... on HOST:PORT", as `python -m serve` prints.
+servers answer with the same model. --threads sets torch's intra-op threads (default: torch's own choice,
+every core). Its "serving" line is "serving ... on HOST:PORT", as `python -m serve` prints.
 Benchmark code only: the product never runs it.
 """
 
@@ -78,6 +79,8 @@ class EagerServicer(pb_grpc.ContinualClassifierServicer):
 async def serve(args: argparse.Namespace) -> None:
     manifest = load_manifest(args.bundle)
     model = EagerTwoStep(args.run, manifest.tasks_learned - 1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     size = manifest.preprocessing.img_size
     model(np.zeros((1, 3, size, size), np.float32))  # warm-up, as our server warms its sessions
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 256 << 20)])
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", type=Path, required=True, help="the trained run (output_dir)")
     p.add_argument("--bundle", type=Path, required=True, help="the bundle version folder exported from that run")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0, help="0: a free port (printed on the first line)")
+    p.add_argument("--port", type=int, default=0, help="0: a free port (printed on the serving line)")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     asyncio.run(serve(p.parse_args(argv)))
     return 0
 

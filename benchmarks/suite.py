@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from benchmarks.digits import write_test_npz
+from benchmarks.serving import child_env
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = "digits_hideprompt"
@@ -41,7 +42,7 @@ def run_command(argv: list[str], timeout_s: float, **env: str) -> float:
     """Run a step to completion within `timeout_s` (else fail the bench); its wall seconds."""
     start = time.perf_counter()
     log(" ".join(argv))
-    subprocess.run(argv, cwd=REPO, check=True, timeout=timeout_s, env={**os.environ, **env})
+    subprocess.run(argv, cwd=REPO, check=True, timeout=timeout_s, env=child_env(**env))
     return time.perf_counter() - start
 
 
