@@ -346,28 +346,30 @@ def folder_tasks(data, run_dir: str | Path | None = None, min_train: int = 1,
     fresh = tasks[len(recorded):]
     if any(t.skipped for t in fresh) and not data.skip_bad_images:
         raise bad_images_error(fresh)
-    _check_new_names(tasks, known, data.dataset)
+    first = 0 if data.dataset == FOLDER_DATASET else max(0, data.num_tasks - len(tasks))  # a benchmark's own
+    _check_new_names(tasks, known, data.dataset, first)
     return tasks
 
 
-def _check_new_names(tasks: list[FolderTask], known: tuple[str, ...], dataset: str) -> None:
+def _check_new_names(tasks: list[FolderTask], known: tuple[str, ...], dataset: str, first: int = 0) -> None:
     """Task names (they label results) and class names (the model's answers) are unique across the run."""
     owner: dict[str, int] = {}
     task_names = [t.name for t in tasks]
     known_ids = {name: c for c, name in enumerate(known)}
     for index, task in enumerate(tasks):
         if task_names.index(task.name) != index:
-            raise UserError(f"task {index + 1} ('{task.source}') has the name '{task.name}' of task "
-                            f"{task_names.index(task.name) + 1}: rename its folder.")
+            raise UserError(f"task {first + index + 1} ('{task.source}') has the name '{task.name}' of task "
+                            f"{first + task_names.index(task.name) + 1}: rename its folder.")
         for name in task.classes:
             if name in known_ids:
                 raise UserError(f"class '{name}' of '{task.source}' is already a class of {dataset} (class id "
                                 f"{known_ids[name]}): every task must bring new classes. Rename the folder.")
             if name in owner:
-                first = tasks[owner[name]]
-                raise UserError(f"class '{name}' of task {index + 1} ('{task.source}') is already a class of task "
-                                f"{owner[name] + 1} ('{first.name}', {first.source}): every task must bring new "
-                                "classes. Rename the folder, or put its images in that earlier task's folder.")
+                earlier = tasks[owner[name]]
+                raise UserError(f"class '{name}' of task {first + index + 1} ('{task.source}') is already a class of "
+                                f"task {first + owner[name] + 1} ('{earlier.name}', {earlier.source}): every task must "
+                                "bring new classes. Rename the folder, or put its images in that earlier task's "
+                                "folder.")
             owner[name] = index
 
 
