@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 SEEDS ?= 42 40 44
 
-.PHONY: setup protos serve serve-bench test test-fast demo demo-folder results compare train pretrain probe export learn-next bench lint clean distclean fsl
+.PHONY: setup protos serve serve-bench test test-fast demo demo-folder results compare routers train pretrain probe export learn-next bench lint clean distclean fsl
 
 setup: $(STAMP)
 
@@ -63,6 +63,12 @@ results: pretrain  ## the README's results table: digits_hideprompt at the refer
 	$(PY) -m train.results_table $(addprefix output/results/seed,$(SEEDS))
 
 COMPARE ?= joint hideprompt hidelora sprompt dualprompt l2p continual_lora
+
+routers: pretrain  ## task routers (mlp = reference, lda, ncm, ensemble) on the same runs, seeds $(SEEDS) → docs/routing.md's table
+	for seed in $(SEEDS); do rm -rf output/routers/seed$$seed; \
+	  $(VENV)/bin/deepspeed --num_gpus $(RANKS) train/main.py digits_hideprompt --router ensemble --seed $$seed \
+	    --output_dir output/routers/seed$$seed || exit 1; done
+	$(PY) -m benchmarks.routers $(addprefix output/routers/seed,$(SEEDS)) --json output/routers/routers.json
 
 compare: pretrain  ## every method on Split-Digits, same backbone and seeds → the README's comparison table
 	for m in $(COMPARE); do for seed in $(SEEDS); do rm -rf output/compare/$$m/seed$$seed; \

@@ -124,3 +124,27 @@ def test_router_statistics_grow_with_new_classes():
     large.load_state_dict(grown_state(large, small.state_dict(), {(4, 6)}))
     assert torch.equal(large.gaussian.counts[:4], small.gaussian.counts) and (large.gaussian.counts[4:] == 0).all()
     torch.testing.assert_close(large.gaussian.scatter, small.gaussian.scatter)
+
+
+def test_the_router_study_reproduces_the_trained_routers_accuracy(tmp_path, random_backbone):
+    """`benchmarks.routers` re-evaluates a run with every router from its checkpoints; for the router the run
+    was trained with, that gives exactly the run's own accuracy matrix (the study changes nothing else)."""
+    import json
+
+    from conftest import FAST, results, run_main
+
+    from benchmarks.routers import ROUTERS, evaluate_routers, table
+
+    run = tmp_path / "run"
+    done = run_main(["digits_hideprompt", "--router", "ensemble", "--output_dir", str(run),
+                     f"backbone.checkpoint={random_backbone}", *FAST])
+    assert done.returncode == 0, done.stderr[-2000:]
+    study = evaluate_routers(run)
+    trained = results(run)
+    assert study["routers"]["ensemble"]["final_average_accuracy"] == pytest.approx(
+        trained["final_average_accuracy"], abs=1e-9)
+    assert study["routers"]["ensemble"]["task_identity_accuracy"] == pytest.approx(
+        trained["task_identity_accuracy"], abs=1e-9)
+    assert set(study["routers"]) == set(ROUTERS) and all(0 <= r["novelty_auroc"] <= 1
+                                                         for r in study["routers"].values())
+    assert table([json.loads(json.dumps(study))]).count("\n") == len(ROUTERS) + 1

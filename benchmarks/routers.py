@@ -1,0 +1,153 @@
+"""`make routers`: the task routers compared on the same trained runs (`--router mlp|lda|ncm|ensemble`).
+
+    python -m benchmarks.routers RUN_DIR [RUN_DIR ...] [--json routers.json]
+
+Each run must have been trained with `--router ensemble` (its stage-1 network then keeps the MLP and the class
+statistics every router needs). The router changes nothing in training — stage 1 trains the same MLP, stage 2
+trains each task's prompts with the true task — so every router's accuracy matrix is computed exactly from the
+same checkpoints: after each task t, the run restored at t routes with each router and is evaluated on tasks
+0..t. Also measured per router: the out-of-distribution signal (AUROC of the router's task confidence between
+test images of learned classes and of classes not learned yet), routing throughput (the frozen backbone + the
+router, torch, this machine) and the size of the router's state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROUTERS = ("mlp", "lda", "ncm", "ensemble")
+
+
+def use_router(method, kind: str) -> None:
+    """Route a restored HiDe method with `kind` (its stage-1 network holds the MLP and the class statistics)."""
+    if method.tii.gaussian is None:
+        raise SystemExit("this run's stage 1 kept no class statistics: train it with --router ensemble")
+    method.tii.router = kind
+    method.tii.gaussian.refresh("ncm" if kind == "ncm" else "lda")
+
+
+def evaluate_routers(run_dir: Path) -> dict:
+    from export.restore import last_completed_task, restore
+    from train.data.registry import load_dataset
+    from train.distributed import DistContext
+    from train.engine import evaluate
+    from train.metrics import summarize
+
+    last = last_completed_task(run_dir)
+    tasks = last + 1
+    A = {k: np.zeros((tasks, tasks)) for k in ROUTERS}
+    T = {k: np.zeros((tasks, tasks)) for k in ROUTERS}
+    auroc = {k: [] for k in ROUTERS}
+    ctx = DistContext(0, 1, 0, torch.device("cpu"))
+    data = None
+    for task in range(tasks):
+        run = restore(run_dir, task)
+        data = data or load_dataset(run.config.data, run.backbone.spec, run_dir)
+        for kind in ROUTERS:
+            use_router(run.method, kind)
+            accuracy, identity, _ = evaluate(run.method, task, data, run.split, run.config, ctx)
+            A[kind][: task + 1, task], T[kind][: task + 1, task] = accuracy, identity
+            if task < last:
+                auroc[kind].append(novelty_auroc(run, data, task))
+    final = restore(run_dir, last)
+    rates = routing_rates(final, data)
+    rows = {}
+    for kind in ROUTERS:
+        rows[kind] = {**summarize(A[kind], T[kind], final.config.forgetting),
+                      "novelty_auroc": float(np.mean(auroc[kind])) if auroc[kind] else None,
+                      "routing_images_per_second": rates[kind],
+                      "router_head_flops": head_flops(final.method.tii, kind),
+                      "router_state_bytes": router_bytes(final.method.tii, kind)}
+    return {"run": str(run_dir), "seed": final.config.seed, "routers": rows}
+
+
+@torch.no_grad()
+def novelty_auroc(run, data, task: int) -> float:
+    """How well the router's confidence tells learned classes (tasks ≤ task) from classes not learned yet."""
+    from sklearn.metrics import roc_auc_score
+
+    from train.data.splits import indices_of_classes
+
+    learned = indices_of_classes(data.test_targets, tuple(run.split.seen_classes(task)))
+    future = indices_of_classes(data.test_targets, tuple(c for t in range(task + 1, run.split.num_tasks)
+                                                         for c in run.split.task_classes[t]))
+    seen = run.split.seen_mask(task)
+    confidence = [run.method.route(torch.stack([data.test[i][0] for i in rows]), seen).confidence.numpy()
+                  for rows in (learned, future)]
+    labels = np.concatenate([np.ones(len(learned)), np.zeros(len(future))])
+    return float(roc_auc_score(labels, np.concatenate(confidence)))
+
+
+@torch.no_grad()
+def routing_rates(run, data, batch: int = 64, rounds: int = 15) -> dict[str, float]:
+    """Images/s of the router step (frozen backbone + router) at `batch`: the routers alternate round by round,
+    so a busy machine slows them alike; best round of each."""
+    x = torch.stack([data.test[i][0] for i in range(batch)])
+    seen = run.split.seen_mask(run.task)
+    best = dict.fromkeys(ROUTERS, 0.0)
+    for _ in range(rounds):
+        for kind in ROUTERS:
+            use_router(run.method, kind)
+            start = time.perf_counter()
+            run.method.route(x, seen)
+            best[kind] = max(best[kind], batch / (time.perf_counter() - start))
+    return best
+
+
+def head_flops(tii, kind: str) -> int:
+    """Multiply-adds ×2 per image of the router on top of the backbone's features (matmuls only)."""
+    mlp = sum(2 * m.weight.numel() for m in tii.modules() if isinstance(m, torch.nn.Linear))
+    lda = 2 * tii.gaussian.weight.numel()
+    return {"mlp": mlp, "lda": lda, "ncm": lda, "ensemble": mlp + lda}[kind]
+
+
+def router_bytes(tii, kind: str) -> int:
+    """Bytes of what the router needs: the MLP's parameters, the class statistics (counts, sums, scatter) and
+    the closed-form layer."""
+    mlp = sum(p.numel() * p.element_size() for p in tii.parameters())
+    gaussian = sum(b.numel() * b.element_size() for b in tii.gaussian.buffers())
+    return {"mlp": mlp, "lda": gaussian, "ncm": gaussian, "ensemble": mlp + gaussian}[kind]
+
+
+def table(results: list[dict]) -> str:
+    """Mean ± sample std over the runs (seeds), one row per router."""
+    columns = {"FAA": "final_average_accuracy", "Acc@task": "task_identity_accuracy",
+               "forgetting": "final_forgetting", "novelty AUROC": "novelty_auroc",
+               "routing images/s": "routing_images_per_second"}
+    lines = [f"| router | {' | '.join(columns)} | router kFLOP/image | state KiB |", "|---" * (len(columns) + 3) + "|"]
+    for kind in ROUTERS:
+        cells = []
+        for key in columns.values():
+            values = [r["routers"][kind][key] for r in results if r["routers"][kind][key] is not None]
+            spread = f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else ""
+            cells.append(f"{np.mean(values):.2f}{spread}" if values else "—")
+        first = results[0]["routers"][kind]
+        lines.append(f"| {kind} | {' | '.join(cells)} | {first['router_head_flops'] / 1e3:.0f} | "
+                     f"{first['router_state_bytes'] / 1024:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.routers", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="stage-2 runs trained with --router ensemble")
+    parser.add_argument("--json", type=Path, help="write the raw figures here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    results = [evaluate_routers(run) for run in args.runs]
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    print(f"{len(results)} run(s): {', '.join(str(r['run']) for r in results)} (seeds "
+          f"{', '.join(str(r['seed']) for r in results)}); accuracies in %, routing on 1 thread\n")
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
