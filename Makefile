@@ -131,8 +131,18 @@ BENCH_TIMEOUT_S ?= 1200
 bench: pretrain  ## train → export → serve, measured against this machine's limits (≤ 20 min, loopback only)
 	timeout $(BENCH_TIMEOUT_S) $(PY) -m benchmarks.suite
 
+# Container images (issue #19, docs/deploy.md): make image [BASE=<base image>] [IMAGE_ARGS="--build-arg ACCELERATOR=cuda"]
+# Without BASE: python:3.11-slim if it can be pulled, else a local Debian bookworm base made once (debootstrap).
+# Tags: localhost/hidecl-{serve,train}:<digest of their inputs> and :latest; an unchanged image is not rebuilt.
+IMAGES ?= serve train
+IMAGE_ARGS ?=
+.PHONY: image
+
+image:  ## the serve and train container images (podman; bash deploy/podman-setup.sh installs it)
+	python3 -m deploy.image $(IMAGES) $(if $(BASE),--base $(BASE)) $(IMAGE_ARGS)
+
 lint: setup
-	$(VENV)/bin/ruff check train export serve tests benchmarks
+	$(VENV)/bin/ruff check train export serve tests benchmarks deploy
 
 clean:
 	rm -rf output bundles .pytest_cache .ruff_cache
