@@ -180,6 +180,14 @@ def test_the_split_is_recorded_and_read_back_instead_of_recomputed(root, tmp_pat
     assert folder_tasks(folder_config(root), run) != folder_tasks(folder_config(root))
     again = folder_tasks(folder_config(root), run)
     assert [list(map(list, t.test)) for t in again] == [list(t["test"].values()) for t in recorded["tasks"]]
+    extra = write_task(tmp_path / "later", ["black", "yellow"])  # the run grows by a folder task
+    grown = folder_data(folder_config(root, extra_task_dirs=(str(extra),)), SPEC, run).record
+    folder_scan.write_split_record(run, grown)
+    assert [t["source"] for t in json.loads((run / SPLIT_FILE).read_text())["tasks"]] == ["task1", "task2", str(extra)]
+    folder_scan.write_split_record(run, recorded)  # a rerun with an earlier task's config: the record only grows
+    assert json.loads((run / SPLIT_FILE).read_text()) == json.loads(json.dumps(grown))
+    earlier = folder_tasks(folder_config(root), run)  # export of an earlier task reads its share of the record
+    assert [list(map(list, t.test)) for t in earlier] == [list(t["test"].values()) for t in recorded["tasks"]]
     (root / "task0").mkdir()  # a task folder sorting before the recorded ones
     write_task(root / "task0", ["black"])
     with pytest.raises(UserError, match="tasks can only be added after the last one"):

@@ -337,9 +337,8 @@ def folder_tasks(data, run_dir: str | Path | None = None, min_train: int = 1,
             raise UserError(f"the run's recorded split ({Path(run_dir) / SPLIT_FILE}) has task {index + 1} "
                             f"'{record['source']}' where the data now has '{source.key}': tasks can only be added "
                             "after the last one (or start a new run).")
-    if len(recorded) > len(sources):
-        raise UserError(f"the run's recorded split ({Path(run_dir) / SPLIT_FILE}) holds {len(recorded)} tasks, the "
-                        f"data only {len(sources)}: a task folder is missing under '{data.data_path}'.")
+    # A record holding more tasks than `data` is a run that grew after the checkpoint this config comes from
+    # (export of an earlier task): its first tasks are this data's.
     tasks = [from_record(r, s) for r, s in zip(recorded, sources)]
     tasks += [_scan_task(s.path, s.name, data.test_fraction, data.split_seed, min_train)
               for s in sources[len(recorded):]]
@@ -432,8 +431,16 @@ def split_record(data, tasks: list[FolderTask]) -> dict:
 
 
 def write_split_record(run_dir: str | Path, record: dict) -> Path:
-    """`<run_dir>/data_split.json`, replaced atomically (a reader sees the old record or the new one)."""
+    """`<run_dir>/data_split.json`, replaced atomically (a reader sees the old record or the new one). A record
+    only grows: one whose tasks begin with all of `record`'s (a rerun with the config of an earlier task) stays."""
     path = Path(run_dir) / SPLIT_FILE
+    sources = [t["source"] for t in record["tasks"]]
+    try:
+        existing = [t["source"] for t in read_split_record(run_dir)]
+    except UserError:  # a damaged record of an earlier run: this one replaces it
+        existing = []
+    if len(existing) > len(sources) and existing[:len(sources)] == sources:
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{SPLIT_FILE}.{os.getpid()}.partial")
     partial.write_text(json.dumps(record, indent=1))
