@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--bundle {args.bundle} is not a folder (python -m export RUN --out ROOT writes one)")
     starts = [time_to_serving(args.image, args.bundle) for _ in range(args.runs)]
     report = {"image": args.image, "size_mb": round(image_size_mb(args.image), 1),
-              "start_to_serving_s": {"best": round(min(starts), 2), "worst": round(max(starts), 2),
+              "start_to_serving_s": {"best": round(min(starts), 2), "median": round(statistics.median(starts), 2),
+                                     "worst": round(max(starts), 2),
                                      "runs": [round(s, 2) for s in starts]}}
     if args.load_s > 0:
         report["memory"] = memory_under_load(args.image, args.bundle, args.load_s)
