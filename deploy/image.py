@@ -91,7 +91,7 @@ def pick_base(given: str | None) -> str:
         if image_id(given) is None:
             podman("pull", given, quiet=False)
         return given
-    if image_id(DEFAULT_BASE) or podman("pull", "-q", DEFAULT_BASE, check=False).returncode == 0:
+    if image_id(DEFAULT_BASE) or podman("pull", "-q", f"docker.io/library/{DEFAULT_BASE}", check=False).returncode == 0:
         return DEFAULT_BASE
     print(f"{DEFAULT_BASE} cannot be pulled here: using the local base {LOCAL_BASE}", file=sys.stderr)
     subprocess.run(["bash", str(DEPLOY / "base-image.sh"), LOCAL_BASE], check=True)
