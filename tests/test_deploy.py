@@ -267,27 +267,34 @@ def podman_run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return done
 
 
+REPLICAS = 2
+
+
 @pytest.fixture
-def serve_pod(serve_image, tmp_path):
-    """The serve Deployment from the manifests in a podman pod over a bundle root holding version 1."""
+def serve_pods(serve_image, tmp_path):
+    """Two replicas of the serve Deployment from the manifests, each a podman pod (its own host ports and claim,
+    as kube play makes one pod per Deployment) over one bundle folder holding version 1."""
     bundles = tmp_path / "bundles"
     write_bundle(bundles, 1)
-    port, metrics_port = free_port(), free_port()
-    suffix = f"-t{uuid.uuid4().hex[:8]}"
-    docs = render(serve_overlay(tmp_path / "overlay", serve_image, bundles, suffix, port, metrics_port))
-    rendered = tmp_path / "rendered.yaml"
-    rendered.write_text(yaml.safe_dump_all(docs))
-    claim = by_kind(docs, "PersistentVolumeClaim")[0]["metadata"]["name"]
-    start = time.monotonic()
+    rendered, pods = [], []
     try:
-        podman_run("kube", "play", str(rendered))
-        wait_serving(f"127.0.0.1:{port}", 60)
-        ready_s = time.monotonic() - start
-        yield {"bundles": bundles, "target": f"127.0.0.1:{port}", "metrics_port": metrics_port, "ready_s": ready_s,
-               "container": f"hidecl-serve{suffix}-pod-0-server"}
+        for replica in range(REPLICAS):
+            port, metrics_port = free_port(), free_port()
+            suffix = f"-t{uuid.uuid4().hex[:8]}"
+            docs = render(serve_overlay(tmp_path / f"overlay{replica}", serve_image, bundles, suffix, port,
+                                        metrics_port))
+            rendered.append((tmp_path / f"rendered{replica}.yaml", by_kind(docs, "PersistentVolumeClaim")[0]))
+            rendered[-1][0].write_text(yaml.safe_dump_all(docs))
+            start = time.monotonic()
+            podman_run("kube", "play", str(rendered[-1][0]))
+            wait_serving(f"127.0.0.1:{port}", 60)
+            pods.append({"target": f"127.0.0.1:{port}", "metrics_port": metrics_port,
+                         "ready_s": time.monotonic() - start, "container": f"hidecl-serve{suffix}-pod-0-server"})
+        yield bundles, pods
     finally:
-        subprocess.run([PODMAN, "kube", "down", str(rendered)], capture_output=True, timeout=120)
-        subprocess.run([PODMAN, "volume", "rm", "-f", claim], capture_output=True, timeout=60)
+        for file, claim in rendered:
+            subprocess.run([PODMAN, "kube", "down", str(file)], capture_output=True, timeout=120)
+            subprocess.run([PODMAN, "volume", "rm", "-f", claim["metadata"]["name"]], capture_output=True, timeout=60)
 
 
 TRITON_SCRIPT = r"""
@@ -317,14 +324,29 @@ def pixels(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, 3, IMG, IMG)).astype(np.float32)
 
 
+def requests_by_version(metrics_port: int) -> dict[str, float]:
+    """OK requests a replica answered, by bundle version (its Prometheus page)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(page):
+        for sample in family.samples:
+            if sample.name == "hidecl_requests_total" and sample.labels["code"] == "OK":
+                counts[sample.labels["version"]] = counts.get(sample.labels["version"], 0) + sample.value
+    return counts
+
+
 @needs_podman
 @pytest.mark.timeout(900)
-def test_serve_pod_from_the_manifests_answers_and_hot_swaps(serve_pod):
-    target = serve_pod["target"]
-    assert serve_pod["ready_s"] <= SERVE_READY_S, f"SERVING {serve_pod['ready_s']:.1f} s after kube play"
+def test_serve_pods_from_the_manifests_answer_balance_and_hot_swap_together(serve_pods):
+    bundles, pods = serve_pods
+    for pod in pods:
+        assert pod["ready_s"] <= SERVE_READY_S, f"SERVING {pod['ready_s']:.1f} s after kube play"
+    target = pods[0]["target"]
 
     # The container as the manifests ask: non-root, read-only root and bundle volume, memory limit set.
-    inspect = json.loads(podman_run("inspect", serve_pod["container"]).stdout)[0]
+    inspect = json.loads(podman_run("inspect", pods[0]["container"]).stdout)[0]
     assert inspect["Config"]["User"] == "10001:10001" and inspect["HostConfig"]["ReadonlyRootfs"]
     assert inspect["HostConfig"]["Memory"] == 1 << 30
     assert [m["RW"] for m in inspect["Mounts"] if m["Destination"] == "/bundles"] == [False]
@@ -338,10 +360,14 @@ def test_serve_pod_from_the_manifests_answers_and_hot_swaps(serve_pod):
     assert [p.top[0].class_id for p in classified.predictions] == answer["class_id"].tolist()
     triton = tritonclient_infer(target)
     assert triton == {"ready": True, "version": "1", "probabilities": [3, NUM_CLASSES]}
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{serve_pod['metrics_port']}/metrics", timeout=10).read()
-    assert b"hidecl_requests_total" in metrics
 
-    # Publish version 2 on the volume (staged as a hidden folder, then renamed in) under client load.
+    # Client-side balancing (docs/deploy.md): one channel over every replica's address with round_robin, as
+    # through the headless Service's DNS records; Classify goes to one replica with our client.
+    balanced = grpc.insecure_channel("ipv4:" + ",".join(p["target"] for p in pods),
+                                     options=[("grpc.lb_policy_name", "round_robin")])
+    balanced_stub = pb_grpc.GRPCInferenceServiceStub(balanced)
+
+    # Publish version 2 on the shared volume (staged as a hidden folder, then renamed in) under client load.
     seen: dict[str, list[int]] = {"oip": [], "classify": []}
     failures: list[str] = []
     swapped = threading.Event()
@@ -350,7 +376,7 @@ def test_serve_pod_from_the_manifests_answers_and_hot_swaps(serve_pod):
         request = oip_request(pb, "pipeline", {"pixel_values": pixels(2, 1)})
         while not swapped.is_set():
             try:
-                seen["oip"].append(int(stub.ModelInfer(request, timeout=30).model_version))
+                seen["oip"].append(int(balanced_stub.ModelInfer(request, timeout=30).model_version))
             except grpc.RpcError as error:
                 failures.append(f"oip: {error.code()} {error.details()}")
 
@@ -366,8 +392,8 @@ def test_serve_pod_from_the_manifests_answers_and_hot_swaps(serve_pod):
     for thread in threads:
         thread.start()
     time.sleep(0.5)
-    staged = write_bundle(serve_pod["bundles"] / ".staging", 2, tasks_learned=3, seed=1)
-    os.rename(staged, serve_pod["bundles"] / "2")
+    staged = write_bundle(bundles / ".staging", 2, tasks_learned=3, seed=1)
+    os.rename(staged, bundles / "2")
     deadline = time.monotonic() + SWAP_TIMEOUT_S
     while time.monotonic() < deadline and not all(v.count(2) >= 20 for v in seen.values()):
         time.sleep(0.1)
@@ -375,11 +401,15 @@ def test_serve_pod_from_the_manifests_answers_and_hot_swaps(serve_pod):
     for thread in threads:
         thread.join(60)
     assert failures == []
-    for name, versions in seen.items():
-        assert versions.count(1) >= 1 and versions.count(2) >= 20, (name, versions[-5:])
-        first_new = versions.index(2)
-        assert set(versions[first_new:]) == {2}, f"{name}: answered by version 1 after version 2"
-    assert tritonclient_infer(target)["version"] == "2"
+    assert seen["oip"].count(2) >= 20 and seen["classify"].count(2) >= 20, {k: v[-5:] for k, v in seen.items()}
+    assert seen["classify"].count(1) >= 1  # the load began before the swap
+    first_new = seen["classify"].index(2)
+    assert set(seen["classify"][first_new:]) == {2}, "one replica answered with version 1 after version 2"
+    # Every replica served the balanced load, and every replica swapped to version 2.
+    for pod in pods:
+        counts = requests_by_version(pod["metrics_port"])
+        assert counts.get("1", 0) > 0 and counts.get("2", 0) >= 5, (pod["target"], counts)
+        assert tritonclient_infer(pod["target"])["version"] == "2"
 
 
 # -- the train image: the manifests' commands on CPU ranks -----------------------------------------------------
