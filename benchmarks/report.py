@@ -206,7 +206,10 @@ def _training(figures: dict) -> list[str]:
     achieved = train["train_images_per_second"] * flops["done"] / batch / 1e9
     peak = figures["peak"]
     cell, _ = efficiency_cell(achieved, peak["best_gflops"])
-    rows += [f"| stage-2 HiDe-Prompt, {train['world_size']} DeepSpeed ranks (fp32, 1 thread each) | "
+    weights = train.get("backbone_checkpoint")
+    weights = f"`{weights}` (given with --backbone-checkpoint)" if weights else "the cached embedded backbone"
+    rows += [f"| backbone weights of the run | {weights} |",
+             f"| stage-2 HiDe-Prompt, {train['world_size']} DeepSpeed ranks (fp32, 1 thread each) | "
              f"{train['train_images_per_second']:.1f} images/s (mean over tasks) = {achieved:.2f} GFLOP/s; of the "
              f"fp32 peak {peak['best_gflops']:.1f} GFLOP/s ({peak['engine']}): {cell} |",
              f"| stage-1 (task identity) training | {_f(train['stage1_train_images_per_second'])} images/s |",

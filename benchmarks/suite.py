@@ -47,14 +47,16 @@ def run_command(argv: list[str], timeout_s: float, **env: str) -> float:
 
 
 # -- training -----------------------------------------------------------------------------------------------
-def train_run(out: Path, ranks: int = 2) -> dict:
+def train_run(out: Path, ranks: int = 2, backbone_checkpoint: Path | None = None) -> dict:
     """The timed 2-rank run; figures from its results.json and the per-rank bench files."""
     run = out / "run"
     if run.exists():
         subprocess.run(["rm", "-rf", str(run)], check=True)
     deepspeed = str(Path(sys.executable).parent / "deepspeed")
     wall = run_command([deepspeed, "--num_gpus", str(ranks), "benchmarks/training.py", PRESET,
-                        "--output_dir", str(run)], RUN_TIMEOUT_S)
+                        "--output_dir", str(run),
+                        *([f"backbone.checkpoint={backbone_checkpoint}"] if backbone_checkpoint else [])],
+                       RUN_TIMEOUT_S)
     results = json.loads((run / "results.json").read_text())
     ranks_json = [json.loads(p.read_text()) for p in sorted(run.glob("bench_rank*.json"))]
     per_task = []
@@ -157,7 +159,8 @@ def suite(args: argparse.Namespace) -> dict:
     log(f"fp32 peak: {figures['peak']}")
     run = args.run
     if run is None and not args.quick:
-        figures["training"] = train_run(out)
+        figures["training"] = train_run(out, backbone_checkpoint=args.backbone_checkpoint)
+        figures["training"]["backbone_checkpoint"] = str(args.backbone_checkpoint) if args.backbone_checkpoint else None
         run = Path(figures["training"]["run_dir"])
     figures["step"] = step_figures(PRESET, seconds=0.5 if args.quick else 8.0)
     log(f"step: {figures['step']['efficiency']:.1%} of the one-thread GEMM rate")
@@ -192,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", type=Path, help="use this trained run instead of training one")
     p.add_argument("--bundle", type=Path, help="use this bundle root instead of exporting (with --version)")
     p.add_argument("--version", type=int)
+    p.add_argument("--backbone-checkpoint", type=Path, help="weights for the timed run instead of the cached embedded "
+                   "backbone (speed does not depend on them; the report names them)")
     p.add_argument("--quick", action="store_true", help="seconds: no training run, tiny bounded loops (tests)")
     args = p.parse_args(argv)
     if args.bundle is not None and args.version is None:
