@@ -1,6 +1,7 @@
 """Any image Pillow opens → the RGB image a model sees: EXIF orientation applied, 16-bit scaled, alpha on white.
 
-Torch-free on purpose (PIL and numpy only), so the server can decode uploads exactly as training read files.
+Torch-free on purpose (PIL and numpy only): training reads files and the server decodes uploads with this one
+function, so a phone photo with an EXIF rotation or a transparent PNG is served as it was trained.
 """
 
 from __future__ import annotations

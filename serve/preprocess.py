@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from contract.images import to_rgb
 from export.manifest import Preprocessing
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
@@ -53,10 +54,11 @@ def open_checked(data: bytes, index: int, spec: Preprocessing, max_pixels: int) 
 
 
 def decode(data: bytes, index: int, spec: Preprocessing, max_pixels: int) -> Image.Image:
-    """RGB image from encoded bytes (grayscale repeats its channel; GIF: the first frame)."""
+    """The RGB image training would have read from the same file (`contract.images.to_rgb`: EXIF orientation,
+    16-bit scaled, alpha on white; grayscale repeats its channel; GIF: the first frame)."""
     image = open_checked(data, index, spec, max_pixels)
     try:
-        return image.convert("RGB")
+        return to_rgb(image)
     except (OSError, SyntaxError, ValueError, EOFError) as error:  # truncated or corrupt data
         raise ImageError(f"image {index} ({len(data)} bytes) is not a readable {image.format} image: {error}") \
             from None

@@ -13,6 +13,7 @@ import torch
 from conftest import FAST, results, run_main
 from PIL import Image
 
+from contract.images import to_rgb
 from train.backbones.registry import EMBEDDED_BACKBONE, backbone_spec
 from train.cli import parse_invocation
 from train.config import DataConfig, RunConfig
@@ -20,7 +21,6 @@ from train.data import folder_scan
 from train.data.folder import folder_data
 from train.data.folder_scan import SPLIT_FILE, folder_tasks, load_folder_task, summary
 from train.data.registry import load_dataset
-from train.data.rgb import to_rgb
 from train.errors import UserError
 from train.main import main
 from train.presets import FOLDER_METHODS, preset

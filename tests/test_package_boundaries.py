@@ -42,3 +42,4 @@ def test_the_flow_goes_one_way():
     assert not _imports_of("train") & {"export", "serve", "benchmarks"}
     assert not _imports_of("export") & {"serve", "benchmarks"}
     assert not _imports_of("serve") & {"train", "torch", "benchmarks"}
+    assert not _imports_of("contract") & {"train", "export", "serve", "benchmarks", "torch"}

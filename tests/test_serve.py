@@ -318,3 +318,23 @@ def test_metrics_page_names_and_promtool(bundles):
         assert check.returncode == 0, check.stdout + check.stderr
     finally:
         server.stop()
+
+
+def test_uploads_decode_as_training_reads_files():
+    """EXIF orientation, transparency and 16-bit grayscale: the server's decode is training's (contract.images)."""
+    from export.manifest import Preprocessing
+    from serve.preprocess import decode
+
+    spec = Preprocessing(img_size=8, resize_size=8, mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bilinear",
+                         crop_pct=1.0)
+    rotated = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(rotated, "JPEG", exif=exif)
+    assert decode(rotated.getvalue(), 0, spec, 10**6).size == (20, 40)
+    clear = io.BytesIO()
+    Image.new("RGBA", (4, 4), (0, 0, 0, 0)).save(clear, "PNG")
+    assert np.asarray(decode(clear.getvalue(), 0, spec, 10**6)).min() == 255  # transparent → white, not black
+    deep = io.BytesIO()
+    Image.fromarray(np.array([[0, 32896, 65535]], np.uint16)).save(deep, "PNG")
+    assert np.asarray(decode(deep.getvalue(), 0, spec, 10**6))[0, :, 0].tolist() == [0, 128, 255]

@@ -2,7 +2,7 @@
 
 The layout, checks, split and its record live in `folder_scan` (torch-free); this module turns the checked
 tasks into datasets: class ids in task order, then sorted class-folder order within a task; every image
-decoded to upright RGB (`rgb.to_rgb`) and transformed as the backbone spec says (`image_transform`).
+decoded to upright RGB (`contract.images.to_rgb`) and transformed as the backbone spec says (`image_transform`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+
+from contract.images import to_rgb
 
 from ..backbones.spec import BackboneSpec
 from ..config import DataConfig, RunConfig
@@ -30,7 +32,6 @@ from .folder_scan import (
     summary,
     write_split_record,
 )
-from .rgb import to_rgb
 from .transforms import image_transform
 
 __all__ = ["FOLDER_DATASET", "SPLIT_FILE", "FolderImages", "FolderData", "check_folder_data", "folder_data",

@@ -22,8 +22,9 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
 
+from contract.images import to_rgb
+
 from ..errors import UserError
-from .rgb import to_rgb
 
 FOLDER_DATASET = "ImageFolder"
 SPLIT_FILE = "data_split.json"

@@ -1,0 +1,2 @@
+"""What training, export and serving must agree on, torch-free and owned by none of them: how an image file
+becomes the RGB image a model sees (`contract.images`)."""
