@@ -174,3 +174,8 @@ def test_folder_run_learns_one_more_folder(tmp_path, random_backbone):
     r = results(run)
     assert r["class_names"] == [f"class_{c}" for c in "abcdef"] and r["task_classes"] == [[0, 1], [2, 3], [4, 5]]
     assert r["config"]["data"]["num_tasks"] == 3 and r["config"]["prompt"]["size"] == 3
+    earlier = subprocess.run([sys.executable, "-m", "export", str(run), "--out", str(tmp_path / "bundles"), "--task",
+                              "2", "--variants", ""], cwd=REPO, env=child_env(), capture_output=True, text=True,
+                             timeout=600)
+    assert earlier.returncode == 0, earlier.stderr[-2000:]  # task 2 as it was: the smaller model, its own classes
+    assert load_manifest(tmp_path / "bundles" / "2").class_names == [f"class_{c}" for c in "abcd"]
