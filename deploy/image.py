@@ -151,7 +151,15 @@ def build(name: str, base: str | None = None, build_args: dict[str, str] | None 
         command += ["-v", volume]
     print(f"building {tag} from {base}", file=sys.stderr)
     podman(*command, str(REPO), quiet=False)
+    drop_older(name, tag)
     return tag
+
+
+def drop_older(name: str, keep: str) -> None:
+    """Remove the image's earlier digests (a tag shared with another image goes alone; layers in use stay)."""
+    listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", f"localhost/hidecl-{name}").stdout.split()
+    for old in {t for t in listed if re.fullmatch(rf"localhost/hidecl-{name}:[0-9a-f]{{16}}", t)} - {keep}:
+        podman("rmi", old, check=False)
 
 
 def main(argv: list[str] | None = None) -> int:

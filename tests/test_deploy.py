@@ -192,7 +192,8 @@ def test_entrypoint_maps_environment_to_flags():
 
 
 def test_entrypoint_refuses_a_misspelt_variable_before_starting(tmp_path):
-    env = {**os.environ, "HIDECL_BUNDLE": str(tmp_path), "HIDECL_PORTT": "1"}
+    # The project's packages beside the script, as in the image's /app.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HIDECL_BUNDLE": str(tmp_path), "HIDECL_PORTT": "1"}
     done = subprocess.run([sys.executable, str(REPO / "deploy" / "serve_entrypoint.py")], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
@@ -208,8 +209,8 @@ def test_image_digest_covers_what_the_images_copy():
             image.containerfile(name).read_text()))}
 
     serve = copied("serve")
-    assert {"serve/server.py", "export/manifest.py", "protos/inference.proto", "constraints.txt",
-            "deploy/serve_entrypoint.py"} <= serve
+    assert {"serve/server.py", "export/manifest.py", "contract/images.py", "protos/inference.proto",
+            "constraints.txt", "deploy/serve_entrypoint.py"} <= serve
     assert not any(p.startswith("train/") or "__pycache__" in p or "_stubs" in p for p in serve)  # torch-free
     assert {"train/main.py", "pyproject.toml", "ds_configs/fp32.json"} <= copied("train")
 
