@@ -16,6 +16,20 @@ REPO = Path(__file__).resolve().parent.parent
 FAST = ["optim.epochs=1", "tii_optim.epochs=1", "alignment.crct_epochs=2", "data.batch_size=64"]
 
 
+# `make test-fast` (= -m "not slow") leaves out what takes minutes: every test that trains a run (they are the
+# ones that need the random backbone file), the container builds, and the attack load test.
+SLOW_FIXTURES = {"random_backbone"}
+SLOW_MODULES = {"test_deploy.py"}
+SLOW_TESTS = {"test_good_clients_never_fail_under_attack_and_memory_stays_bounded"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_MODULES
+                or item.originalname in SLOW_TESTS):
+            item.add_marker(pytest.mark.slow)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
