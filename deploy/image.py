@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -35,6 +37,15 @@ PIP_CONFIGS = (Path("/etc/pip.conf"), Path.home() / ".config" / "pip" / "pip.con
 
 class ImageError(RuntimeError):
     """A build that cannot start or failed; the message says why and what to do."""
+
+
+@contextlib.contextmanager
+def locked(what: str):
+    """One builder at a time per image on this machine (tests, `make image`, other checkouts): a second one
+    waits, then finds the image built."""
+    with open(Path(os.environ.get("TMPDIR", "/var/tmp")) / f"hidecl-image-{what}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def podman(*args: str, check: bool = True, quiet: bool = True) -> subprocess.CompletedProcess:
@@ -94,7 +105,8 @@ def pick_base(given: str | None) -> str:
     if image_id(DEFAULT_BASE) or podman("pull", "-q", f"docker.io/library/{DEFAULT_BASE}", check=False).returncode == 0:
         return DEFAULT_BASE
     print(f"{DEFAULT_BASE} cannot be pulled here: using the local base {LOCAL_BASE}", file=sys.stderr)
-    subprocess.run(["bash", str(DEPLOY / "base-image.sh"), LOCAL_BASE], check=True)
+    with locked("base"):
+        subprocess.run(["bash", str(DEPLOY / "base-image.sh"), LOCAL_BASE], check=True)
     return LOCAL_BASE
 
 
@@ -139,9 +151,16 @@ def build(name: str, base: str | None = None, build_args: dict[str, str] | None 
     base = pick_base(base)
     base_id = image_id(base) or base
     tag = f"localhost/hidecl-{name}:{digest(name, {**build_args, 'BASE': base}, base_id)}"
-    if image_id(tag) and not rebuild:
-        print(f"{tag} is up to date", file=sys.stderr)
-        return tag
+    with locked(name):
+        if image_id(tag) and not rebuild:
+            print(f"{tag} is up to date", file=sys.stderr)
+            return tag
+        podman_build(name, tag, base, build_args)
+    drop_older(name, tag)
+    return tag
+
+
+def podman_build(name: str, tag: str, base: str, build_args: dict[str, str]) -> None:
     pip_args, volumes = host_pip_access()
     command = ["build", "--network", "host", "--layers", "-f", str(containerfile(name)), "-t", tag,
                "-t", f"localhost/hidecl-{name}:latest"]
@@ -151,8 +170,6 @@ def build(name: str, base: str | None = None, build_args: dict[str, str] | None 
         command += ["-v", volume]
     print(f"building {tag} from {base}", file=sys.stderr)
     podman(*command, str(REPO), quiet=False)
-    drop_older(name, tag)
-    return tag
 
 
 def drop_older(name: str, keep: str) -> None:
