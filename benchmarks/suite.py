@@ -147,16 +147,17 @@ def machine() -> dict:
 
 
 def suite(args: argparse.Namespace) -> dict:
-    from benchmarks.peak import fp32_peak
+    from benchmarks.peak import engine_rates, fp32_peak
     from benchmarks.training import step_figures
 
     started = time.perf_counter()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    figures: dict = {"command": "make bench" if not args.quick else "python -m benchmarks.suite --quick",
+    figures: dict = {"command": " ".join(["python -m benchmarks.suite", *args.argv]),
                      "quick": args.quick, "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    figures["peak"] = fp32_peak(512, 2) if args.quick else fp32_peak()
-    log(f"fp32 peak: {figures['peak']}")
+    size = {"n": 512, "rounds": 2} if args.quick else {"n": 2048, "rounds": 4}
+    figures["peak"] = {**size, "start": engine_rates(**size)}
+    log(f"fp32 MatMul rates at the start: {figures['peak']['start']}")
     run = args.run
     if run is None and not args.quick:
         figures["training"] = train_run(out, backbone_checkpoint=args.backbone_checkpoint)
@@ -180,6 +181,14 @@ def suite(args: argparse.Namespace) -> dict:
                  str(serving_json), *(["--test-npz", str(test_npz), "--run", str(run)] if run is not None else []),
                  *(["--quick"] if args.quick else [])], SERVE_TIMEOUT_S)
     figures["serving"] = json.loads(serving_json.read_text())
+    peak = figures["peak"]
+    peak["end"] = engine_rates(peak["n"], peak["rounds"])
+    measured = {f"{engine}, every core, {when} of the run": peak[when][engine]
+                for when in ("start", "end") for engine in peak[when]}
+    one_thread = figures["step"]["gemm_gflops_torch_1thread_before_after"]
+    measured["torch, 1 thread, around the training step"] = max(one_thread)
+    peak.update(fp32_peak(measured))
+    log(f"fp32 peak: {peak['best_gflops']:.1f} GFLOP/s ({peak['source']})")
     figures["machine"]["load_average_end"] = list(os.getloadavg())
     figures["seconds"] = time.perf_counter() - started
     return figures
@@ -199,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                    "backbone (speed does not depend on them; the report names them)")
     p.add_argument("--quick", action="store_true", help="seconds: no training run, tiny bounded loops (tests)")
     args = p.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     if args.bundle is not None and args.version is None:
         p.error("--bundle needs --version")
     if args.quick and args.bundle is None:
