@@ -312,7 +312,7 @@ def variants(folder: Path, manifest: Manifest, shape: list[int], plan: Plan, tes
                      "accuracy": accuracy(runner, data["pixel_values"], data["labels"]) if data is not None else None}
         log(f"variant {name}: {out[name]}")
     out["rejected"] = dict(manifest.rejected_variants)
-    out["fp16_note"] = "fp16 is a GPU variant (float16 compute is emulated on this CPU): not compared here."
+    out["fp16_note"] = "fp16 is built for GPUs: this CPU suite does not compare it."
     return out
 
 
