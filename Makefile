@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 # DeepSpeed ranks: one per GPU when there are GPUs, else 2 CPU ranks (gloo, one thread each).
 RANKS ?= $(shell n=$$(nvidia-smi -L 2>/dev/null | grep -c GPU); echo $$(( n > 0 ? n : 2 )))
+# The DeepSpeed launcher; MASTER_PORT (its default 29500) when another run on this machine holds that port.
+MASTER_PORT ?= 29500
+DEEPSPEED = $(VENV)/bin/deepspeed --master_port $(MASTER_PORT) --num_gpus $(RANKS)
 PRESET ?= digits_hideprompt
 OUT ?= output/$(PRESET)
 ARGS ?=
@@ -58,7 +61,7 @@ demo-folder: pretrain  ## your own classes: Split-Digits as PNG class folders �
 
 results: pretrain  ## the README's results table: digits_hideprompt at the reference's seeds
 	for seed in $(SEEDS); do rm -rf output/results/seed$$seed; \
-	  $(VENV)/bin/deepspeed --num_gpus $(RANKS) train/main.py digits_hideprompt --seed $$seed \
+	  $(DEEPSPEED) train/main.py digits_hideprompt --seed $$seed \
 	    --output_dir output/results/seed$$seed || exit 1; done
 	$(PY) -m train.results_table $(addprefix output/results/seed,$(SEEDS))
 
@@ -66,13 +69,13 @@ COMPARE ?= joint hideprompt hidelora sprompt dualprompt l2p continual_lora
 
 routers: pretrain  ## task routers (mlp = reference, lda, ncm, ensemble) on the same runs, seeds $(SEEDS) → docs/routing.md's table
 	for seed in $(SEEDS); do rm -rf output/routers/seed$$seed; \
-	  $(VENV)/bin/deepspeed --num_gpus $(RANKS) train/main.py digits_hideprompt --router ensemble --seed $$seed \
+	  $(DEEPSPEED) train/main.py digits_hideprompt --router ensemble --seed $$seed \
 	    --output_dir output/routers/seed$$seed || exit 1; done
 	$(PY) -m benchmarks.routers $(addprefix output/routers/seed,$(SEEDS)) --json output/routers/routers.json
 
 compare: pretrain  ## every method on Split-Digits, same backbone and seeds → the README's comparison table
 	for m in $(COMPARE); do for seed in $(SEEDS); do rm -rf output/compare/$$m/seed$$seed; \
-	  $(VENV)/bin/deepspeed --num_gpus $(RANKS) train/main.py digits_$$m --seed $$seed \
+	  $(DEEPSPEED) train/main.py digits_$$m --seed $$seed \
 	    --output_dir output/compare/$$m/seed$$seed || exit 1; done; done
 	$(PY) -m train.results_table --by-preset $(foreach m,$(COMPARE),$(addprefix output/compare/$(m)/seed,$(SEEDS)))
 
@@ -80,19 +83,19 @@ FSL_OUT ?= output/digits_few_shot_lora
 
 fsl: pretrain  ## few-shot LoRA study on Split-Digits: vanilla → shared → episodes; prints vanilla vs shared
 	rm -rf $(FSL_OUT)
-	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/fsl.py digits_few_shot_lora --train_vanilla \
+	$(DEEPSPEED) train/fsl.py digits_few_shot_lora --train_vanilla \
 	  --output_dir $(FSL_OUT) --vanilla_model_output_dir $(FSL_OUT)/vanilla_model \
 	  --shared_model_output_dir $(FSL_OUT)/shared_model $(ARGS)
-	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/fsl.py digits_few_shot_lora --train_shared \
+	$(DEEPSPEED) train/fsl.py digits_few_shot_lora --train_shared \
 	  --output_dir $(FSL_OUT) --vanilla_model_output_dir $(FSL_OUT)/vanilla_model \
 	  --shared_model_output_dir $(FSL_OUT)/shared_model $(ARGS)
-	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/fsl.py digits_few_shot_lora --train_few_shot \
+	$(DEEPSPEED) train/fsl.py digits_few_shot_lora --train_few_shot \
 	  --fs_backbone vanilla shared vanilla+shared --output_dir $(FSL_OUT) \
 	  --vanilla_model_output_dir $(FSL_OUT)/vanilla_model --shared_model_output_dir $(FSL_OUT)/shared_model $(ARGS)
 	$(PY) -m train.fewshot.results $(FSL_OUT)
 
 train: setup  ## make train PRESET=cifar100_hideprompt_5e ARGS="--data-path ./datasets"
-	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/main.py $(PRESET) --output_dir $(OUT) $(ARGS)
+	$(DEEPSPEED) train/main.py $(PRESET) --output_dir $(OUT) $(ARGS)
 
 # Serving (issue #6): make serve BUNDLE=<bundle root> [PORT=8001 METRICS_PORT=8002 SERVE_ARGS="--max-batch-size 32"]
 BUNDLE ?= bundles
@@ -122,7 +125,7 @@ MAX_DROP ?= 5
 DATA ?=
 
 learn-next: setup  ## train the run's next task (or DATA's classes), then publish it to BUNDLE only if it passes the guard rails
-	$(VENV)/bin/deepspeed --num_gpus $(RANKS) train/next_task.py $(RUN) $(if $(DATA),--task-data $(DATA))
+	$(DEEPSPEED) train/next_task.py $(RUN) $(if $(DATA),--task-data $(DATA))
 	$(PY) -m export.promote $(RUN) --bundle $(BUNDLE) --max-drop $(MAX_DROP)
 
 # Benchmarks (issue #8): bounded suite → BENCHMARKS.md (committed) + output/bench/benchmarks.json (git-ignored).
