@@ -145,7 +145,7 @@ image:  ## the serve and train container images (podman; bash deploy/podman-setu
 	python3 -m deploy.image $(IMAGES) $(if $(BASE),--base $(BASE)) $(IMAGE_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check train export serve tests benchmarks deploy
+	$(VENV)/bin/ruff check train export serve contract tests benchmarks deploy
 
 clean:
 	rm -rf output bundles .pytest_cache .ruff_cache
