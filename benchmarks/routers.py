@@ -57,15 +57,62 @@ def evaluate_routers(run_dir: Path) -> dict:
             if task < last:
                 auroc[kind].append(novelty_auroc(run, data, task))
     final = restore(run_dir, last)
+    oracle = oracle_accuracy(final, data)
     rates = routing_rates(final, data)
     rows = {}
     for kind in ROUTERS:
+        use_router(final.method, kind)
         rows[kind] = {**summarize(A[kind], T[kind], final.config.forgetting),
+                      "restricted_final_accuracy": restricted_accuracy(final, data),
                       "novelty_auroc": float(np.mean(auroc[kind])) if auroc[kind] else None,
                       "routing_images_per_second": rates[kind],
                       "router_head_flops": head_flops(final.method.tii, kind),
                       "router_state_bytes": router_bytes(final.method.tii, kind)}
-    return {"run": str(run_dir), "seed": final.config.seed, "routers": rows}
+    return {"run": str(run_dir), "seed": final.config.seed, "routers": rows, "oracle_final_accuracy": oracle}
+
+
+@torch.no_grad()
+def restricted_accuracy(run, data, batch: int = 256) -> float:
+    """Final average accuracy when the classifier's answer is restricted to the routed task's classes (what the
+    server does for a task hint), instead of the reference's argmax over every seen class."""
+    from train.data.splits import indices_of_classes
+    from train.losses import mask_logits
+
+    seen, class_to_task = run.split.seen_mask(run.task), run.split.class_to_task()
+    accuracies = []
+    for task in range(run.split.num_tasks):
+        rows = indices_of_classes(data.test_targets, run.split.task_classes[task])
+        correct = 0
+        for start in range(0, len(rows), batch):
+            chunk = rows[start:start + batch]
+            x = torch.stack([data.test[i][0] for i in chunk])
+            routed = run.method.route(x, seen).condition
+            logits = mask_logits(run.method.classify(x, routed), seen)
+            logits = logits.masked_fill(class_to_task[None, :] != routed[:, None], float("-inf"))
+            correct += int((logits.argmax(dim=1) == data.test_targets[chunk]).sum())
+        accuracies.append(100.0 * correct / len(rows))
+    return float(np.mean(accuracies))
+
+
+@torch.no_grad()
+def oracle_accuracy(run, data, batch: int = 256) -> float:
+    """Final average accuracy with perfect routing: every test image classified with its own task's prompts, over
+    its task's classes (the ceiling any router can reach with these prompts and heads)."""
+    from train.data.splits import indices_of_classes
+    from train.losses import mask_logits
+
+    accuracies = []
+    for task in range(run.split.num_tasks):
+        rows = indices_of_classes(data.test_targets, run.split.task_classes[task])
+        correct = 0
+        for start in range(0, len(rows), batch):
+            chunk = rows[start:start + batch]
+            x = torch.stack([data.test[i][0] for i in chunk])
+            logits = run.method.classify(x, torch.full((len(chunk),), task, dtype=torch.long))
+            predicted = mask_logits(logits, run.split.task_mask(task)).argmax(dim=1)
+            correct += int((predicted == data.test_targets[chunk]).sum())
+        accuracies.append(100.0 * correct / len(rows))
+    return float(np.mean(accuracies))
 
 
 @torch.no_grad()
@@ -118,7 +165,8 @@ def router_bytes(tii, kind: str) -> int:
 
 def table(results: list[dict]) -> str:
     """Mean ± sample std over the runs (seeds), one row per router."""
-    columns = {"FAA": "final_average_accuracy", "Acc@task": "task_identity_accuracy",
+    columns = {"FAA": "final_average_accuracy", "FAA, answer within the routed task": "restricted_final_accuracy",
+               "Acc@task": "task_identity_accuracy",
                "forgetting": "final_forgetting", "novelty AUROC": "novelty_auroc",
                "routing images/s": "routing_images_per_second"}
     lines = [f"| router | {' | '.join(columns)} | router kFLOP/image | state KiB |", "|---" * (len(columns) + 3) + "|"]
@@ -146,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(results)} run(s): {', '.join(str(r['run']) for r in results)} (seeds "
           f"{', '.join(str(r['seed']) for r in results)}); accuracies in %, routing on 1 thread\n")
     print(table(results))
+    oracle = [r["oracle_final_accuracy"] for r in results]
+    spread = f" ± {np.std(oracle, ddof=1):.2f}" if len(oracle) > 1 else ""
+    print(f"\nperfect routing (every image with its own task's prompts and classes): FAA {np.mean(oracle):.2f}{spread}")
     return 0
 
 
