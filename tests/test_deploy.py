@@ -38,7 +38,9 @@ K8S_VERSION = "1.37.0"
 PODMAN = shutil.which("podman")
 needs_podman = pytest.mark.skipif(
     PODMAN is None, reason="podman is not installed: `bash deploy/podman-setup.sh` installs it (CI runs it)")
-SERVE_READY_S = 5.0  # the target for health SERVING after start
+# A hang, not a speed check: the ≤ 5 s start-up target is measured by `python -m deploy.measure` (docs/deploy.md),
+# since timing goals belong to benchmarks, and a first start on a cold machine may take longer.
+SERVE_READY_S = 60.0
 SWAP_TIMEOUT_S = 60.0
 
 pb, pb_grpc = load("inference")
