@@ -243,7 +243,9 @@ def test_polling_survives_errors_and_counts_them(tmp_path, monkeypatch):
             raise OSError("root unreadable for a moment")
 
         registry.poll_once = failing
-        time.sleep(0.4)
+        deadline = time.time() + 20
+        while metric_value(server.metrics_text(), "hidecl_bundle_poll_errors_total") < 2 and time.time() < deadline:
+            time.sleep(0.05)
         assert metric_value(server.metrics_text(), "hidecl_bundle_poll_errors_total") >= 2
         registry.poll_once = original
         write_bundle(root, 2)
