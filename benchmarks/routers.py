@@ -71,48 +71,49 @@ def evaluate_routers(run_dir: Path) -> dict:
     return {"run": str(run_dir), "seed": final.config.seed, "routers": rows, "oracle_final_accuracy": oracle}
 
 
+def final_accuracy(run, data, predict, batch: int = 256) -> float:
+    """Mean over tasks of the % of each task's test images that `predict(x, task)` gets right."""
+    from train.data.splits import indices_of_classes
+
+    accuracies = []
+    for task in range(run.split.num_tasks):
+        rows = indices_of_classes(data.test_targets, run.split.task_classes[task])
+        correct = 0
+        for start in range(0, len(rows), batch):
+            chunk = rows[start:start + batch]
+            x = torch.stack([data.test[i][0] for i in chunk])
+            correct += int((predict(x, task) == data.test_targets[chunk]).sum())
+        accuracies.append(100.0 * correct / len(rows))
+    return float(np.mean(accuracies))
+
+
 @torch.no_grad()
-def restricted_accuracy(run, data, batch: int = 256) -> float:
+def restricted_accuracy(run, data) -> float:
     """Final average accuracy when the classifier's answer is restricted to the routed task's classes (what the
     server does for a task hint), instead of the reference's argmax over every seen class."""
-    from train.data.splits import indices_of_classes
     from train.losses import mask_logits
 
     seen, class_to_task = run.split.seen_mask(run.task), run.split.class_to_task()
-    accuracies = []
-    for task in range(run.split.num_tasks):
-        rows = indices_of_classes(data.test_targets, run.split.task_classes[task])
-        correct = 0
-        for start in range(0, len(rows), batch):
-            chunk = rows[start:start + batch]
-            x = torch.stack([data.test[i][0] for i in chunk])
-            routed = run.method.route(x, seen).condition
-            logits = mask_logits(run.method.classify(x, routed), seen)
-            logits = logits.masked_fill(class_to_task[None, :] != routed[:, None], float("-inf"))
-            correct += int((logits.argmax(dim=1) == data.test_targets[chunk]).sum())
-        accuracies.append(100.0 * correct / len(rows))
-    return float(np.mean(accuracies))
+
+    def predict(x, _task):
+        routed = run.method.route(x, seen).condition
+        logits = mask_logits(run.method.classify(x, routed), seen)
+        return logits.masked_fill(class_to_task[None, :] != routed[:, None], float("-inf")).argmax(dim=1)
+
+    return final_accuracy(run, data, predict)
 
 
 @torch.no_grad()
-def oracle_accuracy(run, data, batch: int = 256) -> float:
+def oracle_accuracy(run, data) -> float:
     """Final average accuracy with perfect routing: every test image classified with its own task's prompts, over
     its task's classes (the ceiling any router can reach with these prompts and heads)."""
-    from train.data.splits import indices_of_classes
     from train.losses import mask_logits
 
-    accuracies = []
-    for task in range(run.split.num_tasks):
-        rows = indices_of_classes(data.test_targets, run.split.task_classes[task])
-        correct = 0
-        for start in range(0, len(rows), batch):
-            chunk = rows[start:start + batch]
-            x = torch.stack([data.test[i][0] for i in chunk])
-            logits = run.method.classify(x, torch.full((len(chunk),), task, dtype=torch.long))
-            predicted = mask_logits(logits, run.split.task_mask(task)).argmax(dim=1)
-            correct += int((predicted == data.test_targets[chunk]).sum())
-        accuracies.append(100.0 * correct / len(rows))
-    return float(np.mean(accuracies))
+    def predict(x, task):
+        logits = run.method.classify(x, torch.full((len(x),), task, dtype=torch.long))
+        return mask_logits(logits, run.split.task_mask(task)).argmax(dim=1)
+
+    return final_accuracy(run, data, predict)
 
 
 @torch.no_grad()
