@@ -102,6 +102,7 @@ def onnx_two_step(folder: Path) -> dict:
     from benchmarks.serving import BareTwoStep
     from benchmarks.training import count_flops, stage2_method
     from export.graphs import ClassifierGraph, RouterGraph, export_onnx
+    from export.runtime import TwoStep, session_options
 
     method, config, split, size = stage2_method(PRESET)
     method.eval()
@@ -114,12 +115,10 @@ def onnx_two_step(folder: Path) -> dict:
                 folder / "classifier.onnx")
     with torch.no_grad():
         flops = count_flops(lambda: classifier(example, router(example)[0]))[0] / 2
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    sessions = {n: ort.InferenceSession(str(folder / f"{n}.onnx"), options, providers=providers)
+    sessions = {n: ort.InferenceSession(str(folder / f"{n}.onnx"), session_options(), providers=providers)
                 for n in ("router", "classifier")}
-    bare = BareTwoStep(sessions["router"], sessions["classifier"], "task_id")
+    bare = BareTwoStep(TwoStep(sessions, "task"))
     out = {"providers_used": sessions["classifier"].get_providers(), "flops_per_image": flops, "onnxruntime": {},
            "eager": {}}
     plan = PLAN["onnxruntime_cuda"]

@@ -25,39 +25,26 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from export.manifest import PIXEL_VALUES, PROMPT_IDS, TASK_ID, Manifest, load_manifest
+from export.manifest import LOGITS, Manifest, load_manifest
+from export.runtime import TwoStep
 
 REPO = Path(__file__).resolve().parent.parent
-CONDITION = {"task": TASK_ID, "prompt_set": PROMPT_IDS, "none": None}
 
 
 # -- bare onnxruntime: the same two graphs, no server ---------------------------------------------------------
 @dataclass
 class BareTwoStep:
-    """router → condition → classifier on plain sessions (the server's session options, nothing else: intra-op
-    spinning off, as serve/runtime.py sets it)."""
+    """The server's two-step runner (export/runtime.py: its session options, one copy of shared weights) without
+    the server around it; answers the classifier's logits."""
 
-    router: ort.InferenceSession | None
-    classifier: ort.InferenceSession
-    condition: str | None
+    runner: TwoStep
 
     @classmethod
-    def open(cls, folder: Path, manifest: Manifest, variant: str | None = None, spinning: bool = False) -> BareTwoStep:
-        graphs = manifest.graphs if variant is None else next(v.graphs for v in manifest.variants
-                                                               if v.name == variant)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if not spinning:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sessions = {name: ort.InferenceSession(str(folder / g.file), options, providers=["CPUExecutionProvider"])
-                    for name, g in graphs.items()}
-        return cls(sessions.get("router"), sessions["classifier"], CONDITION[manifest.routing])
+    def open(cls, folder: Path, manifest: Manifest, variant: str | None = None) -> BareTwoStep:
+        return cls(TwoStep.of_bundle(Path(folder), manifest, variant))
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        if self.condition is None:
-            return self.classifier.run(None, {PIXEL_VALUES: pixels})[0]
-        condition = self.router.run([self.condition], {PIXEL_VALUES: pixels})[0]
-        return self.classifier.run(None, {PIXEL_VALUES: pixels, self.condition: condition})[0]
+        return self.runner(pixels)[LOGITS]
 
 
 def timed_rate(step, images_per_call: int, seconds: float, max_rounds: int = 10_000) -> float:

@@ -34,7 +34,8 @@ from .manifest import (
 )
 from .parity import Comparison, compare, describe_failure
 from .restore import RestoredRun, restore
-from .runtime import OnnxTwoStep, throughput
+from .runtime import TwoStep, throughput
+from .shared_weights import share_weights, shared_weights_spec
 from .variants import VARIANTS, Width, build_variants
 
 GRAPH_FILES = {"router": "router.onnx", "classifier": "classifier.onnx"}
@@ -68,7 +69,9 @@ def export_bundle(run_dir: str | Path, out_root: str | Path, task: int | None = 
     images, labels = parity_images(run, parity_samples)
     with staging(final) as folder:
         graphs = write_graphs(run, images[:4], folder)
-        runner = OnnxTwoStep({k: folder / g.file for k, g in graphs.items()}, run.method.routing)
+        shared = shared_weights_spec(share_weights([folder / g.file for g in graphs.values()]))
+        graphs = {name: graph_spec(folder / g.file) for name, g in graphs.items()} if shared else graphs
+        runner = TwoStep.open(folder, graphs, run.method.routing, shared.file if shared else None)
         seen = run.split.seen_mask(run.task)
         result = compare(run.method, seen, runner, images, labels, run.config.data.dataset)
         if not result.parity.passed:
@@ -81,6 +84,7 @@ def export_bundle(run_dir: str | Path, out_root: str | Path, task: int | None = 
         built, rejected = build_variants(folder, graphs, run.method.routing, width, images.numpy(), labels.numpy(),
                                          result, measurement, variants, log)
         manifest = build_manifest(run, version, graphs, result.parity, measurement, built, rejected)
+        manifest = manifest.model_copy(update={"shared_weights": shared})
         if gate is not None:
             gate(manifest)
         manifest.write(folder)
@@ -149,7 +153,7 @@ def graph_spec(path: Path) -> GraphSpec:
                      outputs=tensors(model.graph.output), opset=opset, exporter=EXPORTER)
 
 
-def measure(runner: OnnxTwoStep, images, result: Comparison) -> Measurement:
+def measure(runner: TwoStep, images, result: Comparison) -> Measurement:
     return Measurement(accuracy=result.accuracy, accuracy_per_task=result.accuracy_per_task,
                        images_per_second=throughput(runner, images, BENCH_BATCH), batch_size=BENCH_BATCH,
                        machine=machine())

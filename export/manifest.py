@@ -50,9 +50,22 @@ class TensorSpec(_Strict):
     shape: list[int]  # -1 marks a variable axis (the batch axis always is)
 
 
-class GraphSpec(_Strict):
+class BundleFile(_Strict):
+    """A file of the version folder and its SHA-256 (checked on load)."""
+
     file: str = Field(min_length=1, max_length=255)  # relative to the version folder, never leaving it
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _relative_file(self) -> BundleFile:
+        path = PurePosixPath(self.file)
+        if path.is_absolute() or ".." in path.parts or "\\" in self.file:
+            raise ValueError(f"bundle file '{self.file}' must be a path inside the version folder (no '..', no "
+                             "absolute path)")
+        return self
+
+
+class GraphSpec(BundleFile):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     opset: int
@@ -61,13 +74,13 @@ class GraphSpec(_Strict):
     def output(self, name: str) -> TensorSpec:
         return next(t for t in self.outputs if t.name == name)
 
-    @model_validator(mode="after")
-    def _relative_file(self) -> GraphSpec:
-        path = PurePosixPath(self.file)
-        if path.is_absolute() or ".." in path.parts or "\\" in self.file:
-            raise ValueError(f"graph file '{self.file}' must be a path inside the version folder (no '..', no "
-                             "absolute path)")
-        return self
+
+class SharedWeights(BundleFile):
+    """The tensors every graph holds (the backbone), in one safetensors file the graphs reference as ONNX external
+    data (export/shared_weights.py); the runner loads it once for all graphs (export/runtime.py)."""
+
+    bytes: int = Field(gt=0)
+    tensors: int = Field(gt=0)
 
 
 class Preprocessing(_Strict):
@@ -153,6 +166,7 @@ class Manifest(_Strict):
     seen_classes: list[int]
     tasks: list[TaskInfo] = []  # every task of the run, in order (empty in manifests written before names)
     graphs: dict[str, GraphSpec]  # "router" (unless routing is "none") and "classifier"
+    shared_weights: SharedWeights | None = None  # None: every graph is self-contained (bundles before it)
     source: Source
     parity: Parity
     measurement: Measurement
@@ -231,24 +245,28 @@ def load_manifest(folder: str | Path, verify_files: bool = True) -> Manifest:
         raise ManifestError(f"'{path}' says version {manifest.version} but sits in folder '{Path(folder).name}': "
                             "a version folder is named by its manifest's version (export it again).")
     if verify_files:
-        for name, graph in _all_graphs(manifest):
-            file = Path(folder) / graph.file
+        for what, entry in _all_files(manifest):
+            file = Path(folder) / entry.file
             if not is_inside(file, folder):
-                raise ManifestError(f"bundle '{folder}': graph '{name}' file '{graph.file}' resolves outside the "
+                raise ManifestError(f"bundle '{folder}': {what} file '{entry.file}' resolves outside the "
                                     "version folder (a symlink?): bundle files must live in their version folder.")
             if not file.is_file():
-                raise ManifestError(f"bundle '{folder}': graph '{name}' file '{graph.file}' is missing.")
-            if file_sha256(file) != graph.sha256:
-                raise ManifestError(f"bundle '{folder}': '{graph.file}' does not match its SHA-256 in the manifest "
+                raise ManifestError(f"bundle '{folder}': {what} file '{entry.file}' is missing.")
+            if file_sha256(file) != entry.sha256:
+                raise ManifestError(f"bundle '{folder}': '{entry.file}' does not match its SHA-256 in the manifest "
                                     "(modified or truncated): export the version again.")
     return manifest
 
 
-def _all_graphs(manifest: Manifest):
-    yield from manifest.graphs.items()
+def _all_files(manifest: Manifest):
+    """(what, file entry) of every file the manifest lists: graphs, variants' graphs, the shared weights."""
+    for name, graph in manifest.graphs.items():
+        yield f"graph '{name}'", graph
     for variant in manifest.variants:
         for name, graph in variant.graphs.items():
-            yield f"{variant.name}/{name}", graph
+            yield f"graph '{variant.name}/{name}'", graph
+    if manifest.shared_weights is not None:
+        yield "shared weights", manifest.shared_weights
 
 
 def version_of(name: str) -> int | None:

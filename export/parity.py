@@ -11,7 +11,7 @@ from train.losses import mask_logits
 from train.methods import ContinualMethod
 
 from .manifest import LOGITS, PROBABILITIES, PROMPT_IDS, ROUTER_LOGITS, TASK_ID, Parity
-from .runtime import OnnxTwoStep
+from .runtime import TwoStep
 
 TOLERANCE = 1e-4  # max abs logit difference allowed in fp32
 BATCH = 64
@@ -39,7 +39,7 @@ def torch_two_step(method: ContinualMethod, seen: torch.Tensor, x: torch.Tensor)
     return route.condition, route.logits, method.classify(x, route.condition)
 
 
-def compare(method: ContinualMethod, seen: torch.Tensor, runner: OnnxTwoStep, images: torch.Tensor,
+def compare(method: ContinualMethod, seen: torch.Tensor, runner: TwoStep, images: torch.Tensor,
             labels: torch.Tensor, dataset: str) -> Comparison:
     """Run both on every image (in batches) and measure how far apart they are."""
     same_route, same_class, served = [], [], []

@@ -1,28 +1,94 @@
-"""The exported two-step pipeline on onnxruntime, as export checks and measures it (serve/ has its own)."""
+"""The one two-step runner on onnxruntime: router → condition → classifier, as the server runs it.
+
+The server (serve/runtime.py adds its per-request checks on top), export's parity, accuracy and variant checks,
+and the benchmarks all run the graphs through `TwoStep`, with the session options defined once here, so every
+published figure is measured the way the server runs. Torch- and onnx-free: numpy, onnxruntime and this package's
+manifest and weights-file reader only (the server imports it).
+
+A bundle with a shared weights file (export/shared_weights.py) is loaded once: both sessions get the same
+OrtValues (`SessionOptions.add_initializer`, used in place on CPU), so the backbone is in memory once.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from .manifest import PIXEL_VALUES, PROMPT_IDS, TASK_ID
+from .manifest import PIXEL_VALUES, PROMPT_IDS, TASK_ID, GraphSpec, Manifest
+from .weights_file import read_weights
+
+CPU = "CPUExecutionProvider"
+CONDITION = {"task": TASK_ID, "prompt_set": PROMPT_IDS, "none": None}  # what the router hands the classifier
 
 
-class OnnxTwoStep:
-    """router.onnx → condition → classifier.onnx (classifier alone when there is no router)."""
+def session_options(threads: int = 0, shared_weights: bool = False) -> ort.SessionOptions:
+    """The session options of every two-step session (server, export checks, benchmarks)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # 0: onnxruntime's default (one per core)
+    options.log_severity_level = 3  # a missing GPU provider is reported through `providers`, not logs
+    # Idle intra-op workers sleep instead of spinning: spinning burns the cores the event loop, the other
+    # graph and co-located processes need (make bench: 2-3× the throughput on a shared 2-core CPU).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if shared_weights:
+        # Pre-packing copies every MatMul weight into each session's own packed buffer: one backbone per session
+        # again. Unpacked, MLAS packs per call (≪ 1% of a ViT forward) and the shared tensors are used in place.
+        options.add_session_config_entry("session.disable_prepacking", "1")
+    return options
 
-    def __init__(self, graphs: dict[str, Path], routing: str, providers: tuple[str, ...] = ("CPUExecutionProvider",)):
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.sessions = {name: ort.InferenceSession(str(path), options, providers=list(providers))
-                         for name, path in graphs.items()}
-        self.condition = {"task": TASK_ID, "prompt_set": PROMPT_IDS, "none": None}[routing]
 
-    @staticmethod
-    def _run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def usable_providers(requested: tuple[str, ...]) -> list[str]:
+    """The requested providers this onnxruntime build has, best first; CPU when none is."""
+    available = set(ort.get_available_providers())
+    return [p for p in requested if p in available] or [CPU]
+
+
+@dataclass
+class TwoStep:
+    """One session per graph ("router" unless routing is "none", "classifier"), numpy in, numpy out."""
+
+    sessions: dict[str, ort.InferenceSession]
+    routing: str
+    # The shared tensors' memory: onnxruntime uses it in place, so it lives as long as the sessions.
+    shared: dict[str, ort.OrtValue] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, folder: Path, graphs: dict[str, GraphSpec], routing: str, weights: str | None = None,
+             providers: tuple[str, ...] = (CPU,), threads: int = 0) -> TwoStep:
+        """Sessions on `folder / graph.file`; `weights` (a file in `folder`) is read once and shared by all."""
+        shared = {}
+        if weights is not None:
+            shared = {name: ort.OrtValue.ortvalue_from_numpy(array)
+                      for name, array in read_weights(Path(folder) / weights).items()}
+        sessions = {}
+        for name, graph in graphs.items():
+            options = session_options(threads, shared_weights=bool(shared))
+            for tensor, value in shared.items():
+                options.add_initializer(tensor, value)
+            sessions[name] = ort.InferenceSession(str(Path(folder) / graph.file), options,
+                                                  providers=usable_providers(providers))
+        return cls(sessions, routing, shared)
+
+    @classmethod
+    def of_bundle(cls, folder: Path, manifest: Manifest, variant: str | None = None,
+                  providers: tuple[str, ...] = (CPU,), threads: int = 0) -> TwoStep:
+        """The bundle's graphs (or a published variant's, which are self-contained) as the server opens them."""
+        if variant is None:
+            weights = manifest.shared_weights.file if manifest.shared_weights is not None else None
+            return cls.open(folder, manifest.graphs, manifest.routing, weights, providers, threads)
+        graphs = next(v.graphs for v in manifest.variants if v.name == variant)
+        return cls.open(folder, graphs, manifest.routing, None, providers, threads)
+
+    @property
+    def condition(self) -> str | None:
+        return CONDITION[self.routing]
+
+    def run(self, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One graph, every output by name."""
+        session = self.sessions[name]
         names = [o.name for o in session.get_outputs()]
         return dict(zip(names, session.run(names, feeds)))
 
@@ -30,14 +96,17 @@ class OnnxTwoStep:
         """All outputs of both graphs by name (the classifier's win where names repeat)."""
         pixel_values = np.ascontiguousarray(pixel_values, dtype=np.float32)
         if self.condition is None:
-            return self._run(self.sessions["classifier"], {PIXEL_VALUES: pixel_values})
-        routed = self._run(self.sessions["router"], {PIXEL_VALUES: pixel_values})
+            return self.run("classifier", {PIXEL_VALUES: pixel_values})
+        routed = self.run("router", {PIXEL_VALUES: pixel_values})
         feeds = {PIXEL_VALUES: pixel_values, self.condition: routed[self.condition]}
-        return {**routed, **self._run(self.sessions["classifier"], feeds)}
+        return {**routed, **self.run("classifier", feeds)}
+
+    def close(self) -> None:
+        self.sessions = {}
+        self.shared = {}
 
 
-def throughput(runner: OnnxTwoStep, images: np.ndarray, batch: int, seconds: float = 1.0,
-               max_rounds: int = 200) -> float:
+def throughput(runner: TwoStep, images: np.ndarray, batch: int, seconds: float = 1.0, max_rounds: int = 200) -> float:
     """Images per second of the two-step pipeline at `batch`, after one warm-up call (bounded loop)."""
     x = np.resize(images, (batch, *images.shape[1:])).astype(np.float32)
     runner(x)

@@ -25,7 +25,7 @@ from train.errors import UserError
 
 from .manifest import PROBABILITIES, GraphSpec, Measurement, Variant, file_sha256
 from .parity import BATCH, Comparison
-from .runtime import OnnxTwoStep, throughput
+from .runtime import TwoStep, throughput
 
 MIN_AGREEMENT = 0.99
 MAX_ACCURACY_DROP = 1.0  # percentage points
@@ -87,7 +87,7 @@ def build_variants(folder: Path, graphs: dict[str, GraphSpec], routing: str, wid
                                f"export without it (--variants {','.join(n for n in names if n != name)!r}) and "
                                "report the crash") from error
         try:
-            runner = OnnxTwoStep({k: target / g.file for k, g in graphs.items()}, routing)
+            runner = TwoStep.open(target, graphs, routing)
             predicted = np.concatenate([runner(x)[PROBABILITIES].argmax(axis=1)
                                         for x in np.array_split(images, max(1, len(images) // BATCH))])
         except Exception as error:  # onnxruntime on this machine cannot run it (e.g. a kernel it lacks)

@@ -1,8 +1,9 @@
 """One bundle version on onnxruntime: load → warm → execute(batch) → close. Synchronous numpy in, numpy out.
 
-The two-step pipeline lives here: router → validated per-sample task id (onnxruntime silently wraps −1,
-so ids are checked before they reach a graph) → task-conditioned classifier → restricted to a hinted
-task's classes where the caller gave a hint.
+The sessions and the graphs' execution are export's runner (export/runtime.py `TwoStep`: the session options,
+one copy of shared weights); what is the server's lives here: router → validated per-sample task id
+(onnxruntime silently wraps −1, so ids are checked before they reach a graph) → task-conditioned classifier →
+restricted to a hinted task's classes where the caller gave a hint; leases, and which errors are the caller's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
 
 from export.manifest import (
@@ -27,6 +27,7 @@ from export.manifest import (
     Manifest,
     load_manifest,
 )
+from export.runtime import TwoStep
 
 from .errors import BundleBroken, InvalidArgument
 
@@ -50,7 +51,7 @@ class Timings:
 class BundleRuntime:
     folder: Path
     manifest: Manifest
-    sessions: dict[str, ort.InferenceSession]
+    runner: TwoStep
     requested_providers: tuple[str, ...]
     _leases: int = 0
     _retired: bool = False
@@ -59,28 +60,24 @@ class BundleRuntime:
     # -- lifecycle -----------------------------------------------------------------------------------------
     @classmethod
     def load(cls, folder: Path, providers: tuple[str, ...], threads: int = 0) -> BundleRuntime:
-        """Validate the manifest (and graph hashes) and open one onnxruntime session per graph."""
+        """Validate the manifest (and file hashes) and open one onnxruntime session per graph."""
         manifest = load_manifest(folder)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3  # a missing GPU provider is reported through `providers`, not logs
-        # Idle intra-op workers sleep instead of spinning: spinning burns the cores the event loop, the other
-        # graph and co-located processes need (make bench: 2-3× the throughput on a shared 2-core CPU).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        available = set(ort.get_available_providers())
-        usable = [p for p in providers if p in available] or ["CPUExecutionProvider"]
-        sessions = {name: ort.InferenceSession(str(Path(folder) / graph.file), options, providers=usable)
-                    for name, graph in manifest.graphs.items()}
-        return cls(Path(folder), manifest, sessions, tuple(providers))
+        return cls(Path(folder), manifest, TwoStep.of_bundle(Path(folder), manifest, None, providers, threads),
+                   tuple(providers))
 
     @property
     def version(self) -> int:
         return self.manifest.version
 
     @property
+    def sessions(self) -> dict:
+        """The open onnxruntime sessions by graph ({} once closed)."""
+        return self.runner.sessions
+
+    @property
     def providers(self) -> list[str]:
         """What onnxruntime really uses (a requested GPU provider without a GPU falls back silently)."""
-        return self.sessions["classifier"].get_providers()
+        return self.runner.sessions["classifier"].get_providers()
 
     def warm(self) -> None:
         """Run the pipeline once at batch 1 and 2 so the first request pays no allocation or kernel choice."""
@@ -108,7 +105,7 @@ class BundleRuntime:
             self.close()
 
     def close(self) -> None:
-        self.sessions = {}
+        self.runner.close()
 
     # -- shapes and checks ---------------------------------------------------------------------------------
     @property
@@ -149,9 +146,7 @@ class BundleRuntime:
     # -- execution -----------------------------------------------------------------------------------------
     def run(self, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One graph, outputs by name."""
-        session = self.sessions[name]
-        names = [o.name for o in session.get_outputs()]
-        return dict(zip(names, session.run(names, feeds)))
+        return self.runner.run(name, feeds)
 
     def check_graph_inputs(self, feeds: dict[str, np.ndarray]) -> None:
         """What a graph's shape and dtype checks cannot see: task ids learned, prompt ids non-negative."""
