@@ -25,13 +25,13 @@ from pathlib import Path
 
 import grpc
 
+from benchmarks.digit_folders import SPLIT_DIGITS, write_task_folders
 from benchmarks.loop_demo import step, wait_for_version
 from serve.client import Client, wait_ready
 from train.data.digits import DIGIT_NAMES, write_digit_folders
 
 REPO = Path(__file__).resolve().parent.parent
-TASKS = ((0, 1), (2, 3), (4, 5), (6, 7))  # the task folders trained first
-NEW_TASK = (8, 9)  # the folder learned while serving
+TASKS, NEW_TASK = SPLIT_DIGITS[:-1], SPLIT_DIGITS[-1]  # the task folders trained first; the one learned while serving
 
 
 @dataclass
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     work, env = args.workdir.resolve(), {**os.environ, "PYTHONUNBUFFERED": "1"}
     root, new, run, bundles = work / "folders", work / "new_classes", work / "run", work / "bundles"
-    folders = [write_digit_folders(root / f"task{t + 1}", digits) for t, digits in enumerate(TASKS)]
+    folders = write_task_folders(root, TASKS)
     write_digit_folders(new, NEW_TASK)
     print(f"── wrote Split-Digits as PNG class folders: {len(TASKS)} task folders under {root}, one more in {new} "
           f"({', '.join(DIGIT_NAMES[d] for d in NEW_TASK)})", flush=True)

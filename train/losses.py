@@ -13,6 +13,11 @@ def mask_logits(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
 
 
+def within_tasks(logits: torch.Tensor, tasks: torch.Tensor, class_to_task: torch.Tensor) -> torch.Tensor:
+    """Set the logits of classes outside each sample's task (`tasks`: `(B,)`) to -inf."""
+    return logits.masked_fill(class_to_task.to(logits.device)[None, :] != tasks[:, None], float("-inf"))
+
+
 def masked_cross_entropy(logits: torch.Tensor, y: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
     """Cross-entropy where only the `allowed` classes compete (no mask when `allowed` is None)."""
     return F.cross_entropy(mask_logits(logits, allowed) if allowed is not None else logits, y)

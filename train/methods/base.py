@@ -98,6 +98,7 @@ class ContinualMethod(nn.Module):
     # Two-step inference as exported graphs run it: `route` (the router graph), then `classify` (the
     # task-conditioned graph). `routing` names what passes between them: see `Route.condition`.
     routing: str = "task"
+    answers_within_routed_task: bool = False  # `answer_logits` keeps only the routed task's classes
 
     def route(self, x: torch.Tensor, seen: torch.Tensor) -> Route:
         """Per-sample routing among the classes `seen (C,)` learned so far."""
@@ -106,6 +107,10 @@ class ContinualMethod(nn.Module):
     def classify(self, x: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
         """`(B, C)` class logits given the router's condition (or a task hint)."""
         raise NotImplementedError
+
+    def answer_logits(self, logits: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        """`classify`'s logits restricted to the classes the method may answer given the condition (all here)."""
+        return logits
 
     def predict(self, x: torch.Tensor, seen_task: int) -> Prediction:
         """Class-incremental prediction after training tasks `0..seen_task`."""

@@ -11,7 +11,7 @@ from ..backbones.vit import cls_features
 from ..config import RunConfig
 from ..data.splits import TaskSplit
 from ..errors import UserError
-from ..losses import contrastive_regularization
+from ..losses import contrastive_regularization, within_tasks
 from ..stats import ClassStatistics
 from .base import ContinualMethod, Prediction, Route, StepOutput, no_aux_loss, task_probability
 from .heads import TaskIdentityHead, class_head
@@ -19,7 +19,8 @@ from .hide_tii import route_to_tasks
 
 
 def majority_task(tasks: torch.Tensor) -> torch.Tensor:
-    """Every sample gets the batch's most frequent task (the reference's `batchwise_prompt`)."""
+    """Every sample gets the batch's most frequent task (`adapter.batchwise_selection`: the reference's
+    `batchwise_prompt`)."""
     return torch.full_like(tasks, int(torch.bincount(tasks).argmax()))
 
 
@@ -36,6 +37,7 @@ class HideMethod(ContinualMethod):
                                     config.alignment.router, config.alignment.router_shrinkage)
         self.tii.requires_grad_(False)
         self.register_buffer("old_centroids", torch.empty(0), persistent=False)
+        self.answers_within_routed_task = config.alignment.answer_scope == "routed_task"
 
     # -- what a concrete method provides -----------------------------------------------------------
     def slot_features(self, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
@@ -86,7 +88,7 @@ class HideMethod(ContinualMethod):
     def forward(self, x: torch.Tensor, task: int) -> StepOutput:
         features = self.training_features(x, task)
         logits = self.head(features)
-        reg = self.config.prompt.reg
+        reg = self.config.hide.contrastive_reg
         aux = reg * contrastive_regularization(features.float(), self.old_centroids) if reg else no_aux_loss(logits)
         return StepOutput(logits, features, aux)
 
@@ -108,12 +110,18 @@ class HideMethod(ContinualMethod):
     def classify(self, x: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
         return self.head(self.slot_features(x, condition))
 
+    def answer_logits(self, logits: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        """The routed (or hinted) task's classes only, with `--answer_scope routed_task`."""
+        if condition is None or not self.answers_within_routed_task:
+            return logits
+        return within_tasks(logits, condition, self.class_to_task)
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor, seen_task: int) -> Prediction:
         tasks = self.route(x, self.seen_classes[seen_task]).condition
-        if self.config.prompt.batchwise_prompt:
+        if self.config.adapter.batchwise_selection:
             tasks = majority_task(tasks)
-        return Prediction(self.classify(x, tasks), tasks)
+        return Prediction(self.answer_logits(self.classify(x, tasks), tasks), tasks)
 
     def learned_state(self) -> dict[str, torch.Tensor]:
         """Adapters and head; the task-identity network belongs to the stage-1 run."""
