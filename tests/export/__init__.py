@@ -1,0 +1,1 @@
+"""Tests of export/: trained runs → parity-checked bundle versions."""

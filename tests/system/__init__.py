@@ -1,0 +1,1 @@
+"""Cross-cutting tests: package boundaries, the docs' commands, train → export → serve and the deployment loop."""
