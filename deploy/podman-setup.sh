@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Container tooling for `make image` and tests/test_deploy.py on a Debian machine (CI calls it): podman with
+# Container tooling for `make image` and tests/deploy/test_deploy.py on a Debian machine (CI calls it): podman with
 # runc, debootstrap for the local base image, and podman settings that work inside a container host
 # (cgroupfs, runc instead of crun, bounded ulimits). Idempotent: a no-op (~0.1 s) when all is in place.
 set -euo pipefail
