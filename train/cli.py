@@ -46,10 +46,10 @@ FLAG_FIELDS: dict[tuple[str, ...], str] = {
     ("--opt-betas",): "optim.opt_betas",
     ("--length",): "prompt.length",
     ("--e_prompt_layer_idx",): "prompt.layers",
-    ("--size",): "prompt.size",
+    ("--size",): "adapter.slots",
     ("--prompt_momentum",): "prompt.prompt_momentum",
-    ("--reg",): "prompt.reg",
-    ("--batchwise_prompt",): "prompt.batchwise_prompt",
+    ("--reg",): "hide.contrastive_reg",
+    ("--batchwise_prompt",): "adapter.batchwise_selection",
     ("--kv_reshape_official",): "prompt.kv_reshape_official",
     ("--top_k",): "prompt.top_k",
     ("--pull_constraint_coeff",): "prompt.pull_constraint_coeff",
@@ -65,6 +65,7 @@ FLAG_FIELDS: dict[tuple[str, ...], str] = {
     ("--original_model_mlp_structure",): "alignment.mlp_structure",
     ("--router",): "alignment.router",  # beyond the reference: task routing (mlp = the reference's)
     ("--router_shrinkage",): "alignment.router_shrinkage",
+    ("--answer_scope",): "alignment.answer_scope",  # beyond the reference: seen = the reference's answer
     ("--seed",): "seed",
     ("--output_dir",): "output_dir",
     ("--trained_original_model",): "trained_original_model",

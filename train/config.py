@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -75,20 +76,33 @@ class OptimConfig:
         return self.lr * batch_size / 256.0 if self.unscale_lr else self.lr
 
 
+# Each method reads the sections of what it is built from (docs/training.md#configuration): `adapter` (every
+# method with a slot pool), `prompt` (HiDe-Prompt, L2P, DualPrompt, S-Prompt), `lora` (HiDe-LoRA, Continual-LoRA),
+# `hide` and `alignment` (HiDe-Prompt, HiDe-LoRA and HiDe's stage 1).
+@dataclass(frozen=True)
+class AdapterConfig:
+    """The slots of the parameter-efficient module (a prompt pool or a LoRA pool) and how a batch picks them."""
+
+    slots: int = 10  # pool size (HiDe-Prompt, HiDe-LoRA, S-Prompt, DualPrompt: one slot per task; L2P: shared)
+    # Every sample of a batch gets the batch's majority choice (a reference quirk): the most-chosen prompts of
+    # key matching (L2P, DualPrompt, S-Prompt) or the most frequent routed task (HiDe-Prompt, HiDe-LoRA).
+    batchwise_selection: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.slots >= 1, "adapter.slots must be at least 1 (--size)")
+
+
 @dataclass(frozen=True)
 class PromptConfig:
     length: int = 5
     layers: tuple[int, ...] = (0, 1, 2, 3, 4)  # blocks with (E-)prompts
-    size: int = 10  # pool size (HiDe, S-Prompt, DualPrompt: one slot per task; HiDe-LoRA: LoRA slots)
     top_k: int = 1  # prompts selected per sample by key matching (L2P: 4)
     pull_constraint_coeff: float = 1.0  # weight of the key-query pull constraint (L2P, DualPrompt, S-Prompt)
     g_prompt_length: int = 5  # DualPrompt's shared G-prompt
     g_prompt_layers: tuple[int, ...] = (0, 1)
-    prompt_momentum: float = 0.0
-    reg: float = 0.01  # contrastive regularisation weight (HiDe-Prompt and HiDe-LoRA)
-    larger_prompt_lr: bool = False  # prompts at lr, everything else at 0.1·lr
+    prompt_momentum: float = 0.0  # HiDe-Prompt: ensemble the task's prompt with the older slots
+    larger_prompt_lr: bool = False  # HiDe-Prompt: prompts at lr, everything else at 0.1·lr
     kv_reshape_official: bool = False  # reproduce the reference's key/value reshape quirk
-    batchwise_prompt: bool = False  # one prompt/task for the whole batch by majority vote (reference quirk)
 
     def __post_init__(self) -> None:
         _check(self.length >= 1, "prompt length must be at least 1")
@@ -110,6 +124,13 @@ class LoraConfig:
 
 
 @dataclass(frozen=True)
+class HideConfig:
+    """HiDe's stage-2 training (HiDe-Prompt and HiDe-LoRA)."""
+
+    contrastive_reg: float = 0.01  # weight of the contrastive regularisation against old classes' centroids
+
+
+@dataclass(frozen=True)
 class AlignmentConfig:
     ca_lr: float = 0.005
     crct_epochs: int = 30
@@ -122,6 +143,9 @@ class AlignmentConfig:
     # covariance (lda), nearest class mean (ncm), or the mean of mlp's and lda's probabilities (ensemble).
     router: Literal["mlp", "lda", "ncm", "ensemble"] = "mlp"
     router_shrinkage: float = 0.5  # lda: weight of the identity target in the shared covariance
+    # The final answer among the seen classes (the reference) or only the routed task's classes: the task's
+    # prompts/LoRA were trained to tell that task's classes apart, so a routed sample answers within its task.
+    answer_scope: Literal["seen", "routed_task"] = "seen"
 
     def __post_init__(self) -> None:
         _check(self.n_centroids >= 1, "n_centroids must be at least 1")
@@ -130,6 +154,8 @@ class AlignmentConfig:
         _check(self.router in ("mlp", "lda", "ncm", "ensemble"),
                f"unknown router '{self.router}': use mlp, lda, ncm or ensemble")
         _check(0.0 <= self.router_shrinkage <= 1.0, "router_shrinkage must be within [0, 1]")
+        _check(self.answer_scope in ("seen", "routed_task"),
+               f"unknown answer_scope '{self.answer_scope}': use seen or routed_task")
 
 
 @dataclass(frozen=True)
@@ -148,8 +174,10 @@ class RunConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     tii_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.0005, epochs=20))
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    hide: HideConfig = field(default_factory=HideConfig)
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
 
     def __post_init__(self) -> None:
@@ -165,8 +193,8 @@ class RunConfig:
                f"--mocov3_reference_norm reproduces the reference's MoCo v3 build: it needs --model {MOCOV3_BACKBONE}")
         _check(0 <= self.until_task <= self.data.num_tasks,
                f"--until_task {self.until_task} is outside 1..{self.data.num_tasks} (0 = every task)")
-        _check(self.prompt.size >= self.data.num_tasks,
-               f"prompt pool size {self.prompt.size} is smaller than num_tasks {self.data.num_tasks} (--size)")
+        _check(self.adapter.slots >= self.data.num_tasks,
+               f"adapter.slots {self.adapter.slots} is smaller than num_tasks {self.data.num_tasks} (--size)")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -177,8 +205,37 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """The config a checkpoint recorded (`to_dict` output); keys it lacks keep their defaults."""
-        return _from_dict(cls, data)
+        """The config a checkpoint recorded (`to_dict` output, of this or an earlier layout: see MOVED_KEYS);
+        keys it lacks keep their defaults."""
+        return _from_dict(cls, migrated_layout(data))
+
+
+# Keys that moved when every method got its own section: old dotted key → new one. Recorded configs of the old
+# layout load as the new one (`RunConfig.from_dict`), and old `key=value` overrides still work, with a notice.
+MOVED_KEYS = {
+    "prompt.size": "adapter.slots",
+    "prompt.batchwise_prompt": "adapter.batchwise_selection",
+    "prompt.reg": "hide.contrastive_reg",
+}
+
+
+def migrated_layout(data: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config dict with every old key of MOVED_KEYS at its new place (a new key given wins)."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for old, new in MOVED_KEYS.items():
+        (old_section, old_name), (new_section, new_name) = old.split("."), new.split(".")
+        if old_name in data.get(old_section, {}):
+            value = data[old_section].pop(old_name)
+            data.setdefault(new_section, {}).setdefault(new_name, value)
+    return data
+
+
+def current_key(dotted: str) -> str:
+    """The key an override names now; an old key (MOVED_KEYS) gets a one-line notice on stderr."""
+    if dotted not in MOVED_KEYS:
+        return dotted
+    print(f"note: config key '{dotted}' is now '{MOVED_KEYS[dotted]}' (the old key still works)", file=sys.stderr)
+    return MOVED_KEYS[dotted]
 
 
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:
@@ -207,6 +264,8 @@ def _check(condition: bool, message: str) -> None:
 
 def replace_path(config: Any, dotted: str, value: Any, _parent: str = "") -> Any:
     """`replace(config, a.b=value)` for nested frozen dataclasses, with the value coerced to the field type."""
+    if isinstance(config, RunConfig):
+        dotted = current_key(dotted)
     head, _, rest = dotted.partition(".")
     full = f"{_parent}{dotted}"
     names = {f.name for f in fields(config)}
@@ -331,8 +390,8 @@ class FewShotRunConfig:
         fewshot = self.fewshot.validate()
         tasks = fewshot.num_upstream_tasks
         data = dataclasses.replace(self.run.data, num_tasks=tasks, dataset=fewshot.datasets[0])
-        prompt = dataclasses.replace(self.run.prompt, size=max(self.run.prompt.size, tasks))
-        run = dataclasses.replace(self.run, data=data, prompt=prompt).validate()
+        adapter = dataclasses.replace(self.run.adapter, slots=max(self.run.adapter.slots, tasks))
+        run = dataclasses.replace(self.run, data=data, adapter=adapter).validate()
         return dataclasses.replace(self, run=run)
 
     def to_dict(self) -> dict[str, Any]:

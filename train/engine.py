@@ -120,7 +120,7 @@ def train_task(method: ContinualMethod, task: int, data: ContinualData, split: T
 # -- which images share a batch outside training ---------------------------------------------------------------
 def batch_dependent(config: RunConfig) -> bool:
     """Switches under which a sample's prediction depends on its batch neighbours (reference quirks)."""
-    return config.prompt.kv_reshape_official or config.prompt.batchwise_prompt
+    return config.prompt.kv_reshape_official or config.adapter.batchwise_selection
 
 
 def rank_batches(indices: list[int], config: RunConfig, ctx: DistContext) -> list[list[int]]:

@@ -51,7 +51,7 @@ def check_grows(old: TaskSplit, new: TaskSplit, where: str) -> None:
 
 def growth_sizes(old: TaskSplit, new: TaskSplit, old_config: RunConfig, new_config: RunConfig) -> set[tuple[int, int]]:
     """The axis sizes that may grow, as (old, new) pairs: the class count, and the task slots (the pool)."""
-    pairs = {(old.num_classes, new.num_classes), (old_config.prompt.size, new_config.prompt.size)}
+    pairs = {(old.num_classes, new.num_classes), (old_config.adapter.slots, new_config.adapter.slots)}
     return {(a, b) for a, b in pairs if a < b}
 
 

@@ -40,8 +40,8 @@ def with_task_folder(config: RunConfig, run_dir: Path, learned: int, folder: Pat
         task = config.data.num_tasks - len(extra) + extra.index(path) + 1
         raise UserError(f"'{folder}' is task {task} of '{run_dir}' already: pass a folder of new classes.")
     data = replace(config.data, extra_task_dirs=(*extra, path), num_tasks=config.data.num_tasks + 1)
-    prompt = replace(config.prompt, size=max(config.prompt.size, data.num_tasks))  # a slot per task
-    return resolve_folder_tasks(replace(config, data=data, prompt=prompt))
+    adapter = replace(config.adapter, slots=max(config.adapter.slots, data.num_tasks))  # a slot per task
+    return resolve_folder_tasks(replace(config, data=data, adapter=adapter))
 
 
 def next_task_config(run_dir: Path, overrides: list[str], task_data: Path | None = None) -> RunConfig:

@@ -3,8 +3,8 @@
 Reference presets carry the defaults of the reference `configs/<name>.py` (flags on the command line
 override them exactly as in the reference), except the quirk switches, which are off (the reference's
 `batchwise_prompt=True` of L2P, S-Prompt on CIFAR and 5-Datasets, and every 5-Datasets config is
-`--batchwise_prompt True`). `tii_optim` holds the stage-1 settings of the reference scripts, used when
-a HiDe stage 2 runs stage 1 itself (no `--trained_original_model`).
+`--batchwise_prompt True`, here `adapter.batchwise_selection`). `tii_optim` holds the stage-1 settings of the
+reference scripts, used when a HiDe stage 2 runs stage 1 itself (no `--trained_original_model`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from dataclasses import replace
 
 from .backbones.registry import AUGREG_BACKBONE
 from .config import (
+    AdapterConfig,
     AlignmentConfig,
     BackboneConfig,
     DataConfig,
     FewShotConfig,
     FewShotRunConfig,
+    HideConfig,
     LoraConfig,
     OptimConfig,
     PromptConfig,
@@ -46,7 +48,9 @@ def _reference_hideprompt(
         backbone=_VIT_B,
         optim=OptimConfig(lr=0.03, epochs=5, sched=sched, warmup_epochs=warmup),
         tii_optim=OptimConfig(lr=tii_lr, epochs=20, sched="constant"),
-        prompt=PromptConfig(length=length, size=num_tasks, prompt_momentum=momentum, reg=reg),
+        adapter=AdapterConfig(slots=num_tasks),
+        prompt=PromptConfig(length=length, prompt_momentum=momentum),
+        hide=HideConfig(contrastive_reg=reg),
         alignment=AlignmentConfig(mlp_structure=mlp),
     )
 
@@ -59,7 +63,9 @@ def _digits_hideprompt(name: str) -> RunConfig:
         data=DataConfig(dataset="Split-Digits", num_tasks=5, batch_size=32),
         optim=OptimConfig(lr=0.2, epochs=10, sched="constant"),
         tii_optim=OptimConfig(lr=0.01, epochs=10, sched="constant"),
-        prompt=PromptConfig(length=5, size=5, prompt_momentum=0.01, reg=0.1, larger_prompt_lr=True),
+        adapter=AdapterConfig(slots=5),
+        prompt=PromptConfig(length=5, prompt_momentum=0.01, larger_prompt_lr=True),
+        hide=HideConfig(contrastive_reg=0.1),
         # small 128-d features: the same, larger alignment lr in both stages
         alignment=AlignmentConfig(ca_lr=0.1, ca_lr_scaled=False, crct_epochs=30, n_centroids=10),
     )
@@ -78,13 +84,13 @@ def _reference_key_query(name: str, method: str, prefix: str) -> RunConfig:
     dataset, tasks, batch = _DATASETS[prefix]
     five = prefix == "five_datasets"
     prompt = {
-        "l2p": PromptConfig(layers=(0,), size=20 if five else 10, length=10 if five else 5, top_k=4,
-                            pull_constraint_coeff=0.5 if five else 0.1),
-        "dualprompt": PromptConfig(layers=(2, 3, 4), size=tasks, length=40 if five else 20, top_k=1,
+        "l2p": PromptConfig(layers=(0,), length=10 if five else 5, top_k=4, pull_constraint_coeff=0.5 if five else 0.1),
+        "dualprompt": PromptConfig(layers=(2, 3, 4), length=40 if five else 20, top_k=1,
                                    g_prompt_length=10 if five else 5, pull_constraint_coeff=0.5 if five else 1.0),
-        "sprompt": PromptConfig(layers=(0, 1, 2, 3, 4), size=tasks, length=40 if five else 20, top_k=1,
+        "sprompt": PromptConfig(layers=(0, 1, 2, 3, 4), length=40 if five else 20, top_k=1,
                                 pull_constraint_coeff=0.5 if five else 1.0),
     }[method]
+    slots = (20 if five else 10) if method == "l2p" else tasks  # L2P: a shared pool; the others: one per task
     return RunConfig(
         preset=name, method=method, output_dir="./output",
         data=DataConfig(dataset=dataset, data_path="/local_datasets/", num_tasks=tasks, batch_size=batch,
@@ -93,6 +99,7 @@ def _reference_key_query(name: str, method: str, prefix: str) -> RunConfig:
         optim=OptimConfig(lr=0.005 if prefix == "imr" else 0.03, epochs=50 if prefix == "imr" else 5,
                           sched="step" if prefix == "cub" else "constant",
                           warmup_epochs=0 if prefix == "cub" or name == "five_datasets_sprompt_5e" else 5),
+        adapter=AdapterConfig(slots=slots),
         prompt=prompt,
     )
 
@@ -112,8 +119,9 @@ def _reference_lora(name: str, method: str, prefix: str) -> RunConfig:
         backbone=_AUGREG,
         optim=OptimConfig(lr=0.03, epochs=5, sched="constant", warmup_epochs=5, clip_grad=2.0),
         tii_optim=OptimConfig(lr=0.0005, epochs=50 if prefix == "imr" else 20, sched="constant"),
-        prompt=PromptConfig(size=tasks, reg=0.01),
+        adapter=AdapterConfig(slots=tasks),
         lora=LoraConfig(rank=4, lora_momentum=0.1 if method == "hidelora" else 0.0),
+        hide=HideConfig(contrastive_reg=0.01),
         alignment=AlignmentConfig(mlp_structure=(2,) if prefix == "imr" else ()),
     )
 
@@ -121,12 +129,15 @@ def _reference_lora(name: str, method: str, prefix: str) -> RunConfig:
 def _digits(name: str, method: str) -> RunConfig:
     """Another method on the embedded benchmark, with the same data, backbone and budget as HiDe-Prompt."""
     base = _digits_hideprompt(name)
-    prompt = {
-        "l2p": PromptConfig(layers=(0,), size=10, length=5, top_k=4, pull_constraint_coeff=0.1),
-        "dualprompt": PromptConfig(layers=(2, 3, 4), size=5, length=5, g_prompt_length=5),
-        "sprompt": PromptConfig(layers=(0, 1, 2, 3, 4), size=5, length=5),
-    }.get(method, base.prompt)
-    return replace(base, method=method, output_dir=f"./output/{name}", prompt=prompt,
+    key_query = {
+        "l2p": PromptConfig(layers=(0,), length=5, top_k=4, pull_constraint_coeff=0.1),
+        "dualprompt": PromptConfig(layers=(2, 3, 4), length=5, g_prompt_length=5),
+        "sprompt": PromptConfig(layers=(0, 1, 2, 3, 4), length=5),
+    }
+    prompt = key_query.get(method, base.prompt)
+    hide = HideConfig() if method in key_query else base.hide  # not read by key-query methods: left at its default
+    adapter = AdapterConfig(slots=10) if method == "l2p" else base.adapter  # L2P: a shared pool of 10
+    return replace(base, method=method, output_dir=f"./output/{name}", adapter=adapter, prompt=prompt, hide=hide,
                    lora=LoraConfig(rank=4, lora_momentum=0.1 if method == "hidelora" else 0.0))
 
 
@@ -134,7 +145,7 @@ def _digits_joint(name: str) -> RunConfig:
     """Upper bound: HiDe-Prompt's trainable parts (one prompt + head) on all ten classes as one task."""
     base = _digits_hideprompt(name)
     return replace(base, output_dir=f"./output/{name}", data=replace(base.data, num_tasks=1),
-                   prompt=replace(base.prompt, size=1))
+                   adapter=AdapterConfig(slots=1))
 
 
 def _folder(name: str, method: str) -> RunConfig:
@@ -147,7 +158,7 @@ def _folder(name: str, method: str) -> RunConfig:
 def _folder_joint(name: str) -> RunConfig:
     """Upper bound on the user's folders: HiDe-Prompt's trainable parts on every class as one task."""
     base = _folder(name, "hideprompt")
-    return replace(base, data=replace(base.data, merge_tasks=True), prompt=replace(base.prompt, size=1))
+    return replace(base, data=replace(base.data, merge_tasks=True), adapter=AdapterConfig(slots=1))
 
 
 FOLDER_METHODS = ("hideprompt", "hidelora", "l2p", "dualprompt", "sprompt", "continual_lora")
@@ -184,7 +195,7 @@ def _reference_few_shot(name: str, datasets: tuple[str, ...], few_shot: tuple[in
                         num_workers=4),
         backbone=_AUGREG,
         optim=OptimConfig(lr=0.03, epochs=5, sched="constant", warmup_epochs=5, clip_grad=2.0),
-        prompt=PromptConfig(size=8 * n),
+        adapter=AdapterConfig(slots=8 * n),
         lora=LoraConfig(rank=4),
     )
     fewshot = FewShotConfig(datasets=datasets, continual_classes_per_dataset=(160,) * n,
@@ -199,7 +210,7 @@ def _digits_few_shot(name: str) -> FewShotRunConfig:
     base = _digits(name, "continual_lora")
     run = replace(base, method=FEW_SHOT_METHOD, output_dir=f"./output/{name}",
                   data=replace(base.data, num_tasks=2), optim=OptimConfig(lr=0.2, epochs=5, sched="constant"),
-                  prompt=replace(base.prompt, size=2), lora=LoraConfig(rank=4))
+                  adapter=AdapterConfig(slots=2), lora=LoraConfig(rank=4))
     fewshot = FewShotConfig(
         datasets=("Split-Digits",), continual_classes_per_dataset=(4,), few_shot_classes_per_dataset=(6,),
         tasks_per_dataset=(2,), vanilla_model_output_dir=f"./output/{name}/vanilla_model",

@@ -456,4 +456,4 @@ def resolve_folder_tasks(config):
         return config
     tasks = 1 if config.data.merge_tasks else folder_num_tasks(config.data)
     return replace(config, data=replace(config.data, num_tasks=tasks),
-                   prompt=replace(config.prompt, size=max(config.prompt.size, tasks)))
+                   adapter=replace(config.adapter, slots=max(config.adapter.slots, tasks)))

@@ -25,7 +25,7 @@ class HideLora(HideMethod):
 
     def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
         super().__init__(config, backbone, split)
-        self.lora = build_lora_pool(config, backbone, config.prompt.size)
+        self.lora = build_lora_pool(config, backbone, config.adapter.slots)
 
     def slot_features(self, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         a, b = self.lora.select(slots)

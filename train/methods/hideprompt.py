@@ -20,7 +20,7 @@ class HidePrompt(HideMethod):
     def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
         super().__init__(config, backbone, split)
         p = config.prompt
-        self.prompts = PrefixPromptPool.for_vit(backbone, len(p.layers), p.size, p.length)
+        self.prompts = PrefixPromptPool.for_vit(backbone, len(p.layers), config.adapter.slots, p.length)
 
     def param_groups(self, lr: float) -> list[dict]:
         prompts = [self.prompts.prompt]

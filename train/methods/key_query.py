@@ -30,7 +30,7 @@ class KeyQueryMethod(ContinualMethod):
 
     def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
         super().__init__(config, backbone, split)
-        self.keys = nn.Parameter(torch.empty(config.prompt.size, backbone.num_features).uniform_(-1, 1))
+        self.keys = nn.Parameter(torch.empty(config.adapter.slots, backbone.num_features).uniform_(-1, 1))
         self.head = class_head(backbone.num_features, split.num_classes, config.backbone.mocov3_reference_norm)
 
     # -- what a concrete method provides -----------------------------------------------------------
@@ -44,7 +44,7 @@ class KeyQueryMethod(ContinualMethod):
     # -- shared ----------------------------------------------------------------------------------------
     def begin_task(self, task, statistics, task_identity=None) -> None:
         k = self.config.prompt.top_k
-        if task > 0 and self.copy_previous_slot and (task + 1) * k <= self.config.prompt.size:
+        if task > 0 and self.copy_previous_slot and (task + 1) * k <= self.config.adapter.slots:
             for j in range(k):
                 self.copy_slot((task - 1) * k + j, task * k + j)
 
@@ -54,11 +54,11 @@ class KeyQueryMethod(ContinualMethod):
         return query @ F.normalize(self.keys.float(), dim=1).T
 
     def _slots(self, similarity: torch.Tensor, task: int | None) -> torch.Tensor:
-        k, size = self.config.prompt.top_k, self.config.prompt.size
+        k, size = self.config.prompt.top_k, self.config.adapter.slots
         if task is not None and self.task_slots_in_training and (task + 1) * k <= size:
             slots = torch.arange(task * k, (task + 1) * k, device=similarity.device)
             return slots.unsqueeze(0).expand(similarity.shape[0], -1)
-        return top_slots(similarity, k, self.config.prompt.batchwise_prompt)
+        return top_slots(similarity, k, self.config.adapter.batchwise_selection)
 
     def forward(self, x: torch.Tensor, task: int) -> StepOutput:
         similarity = self._similarity(x)

@@ -22,7 +22,7 @@ class L2P(KeyQueryMethod):
     def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
         super().__init__(config, backbone, split)
         p = config.prompt
-        self.prompts = nn.Parameter(torch.empty(p.size, p.length, backbone.num_features).uniform_(-1, 1))
+        self.prompts = nn.Parameter(torch.empty(config.adapter.slots, p.length, backbone.num_features).uniform_(-1, 1))
 
     def prompted(self, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         tokens = self.prompts[slots].flatten(1, 2)  # (B, k·length, D)

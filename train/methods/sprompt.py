@@ -20,7 +20,7 @@ class SPrompt(KeyQueryMethod):
     def __init__(self, config: RunConfig, backbone: nn.Module, split: TaskSplit):
         super().__init__(config, backbone, split)
         p = config.prompt
-        self.e_prompts = PrefixPromptPool.for_vit(backbone, len(p.layers), p.size, p.length)
+        self.e_prompts = PrefixPromptPool.for_vit(backbone, len(p.layers), config.adapter.slots, p.length)
 
     def e_prefixes(self, slots: torch.Tensor) -> torch.Tensor:
         """`(L, 2, B, H, length, hd)` of the first selected slot (top-k is 1 for prefix e-prompts)."""
