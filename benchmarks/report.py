@@ -12,6 +12,10 @@ SERVER_OVER_BARE = 0.90
 EAGER_THROUGHPUT_C8 = 1.5
 EAGER_P50_C1 = 1.0  # ours / eager p50: at most this
 GRAPH_EFFICIENCY = 0.80
+# Issue #16: the server's CPU seconds per image / bare onnxruntime's (same graphs, same batch), by model size; and
+# the server's RSS / one fp32 backbone for a ViT-B bundle (one shared backbone copy).
+SERVER_CPU_COST = {"embedded": 1.10, "vit_base": 1.03}
+SERVER_RSS_PER_BACKBONE = 1.3
 DONE_OVER_NEEDED = 1.01
 GPU_COMMAND = "python -m benchmarks.gpu --out gpu_bench.json   # on a machine with a CUDA GPU"
 
@@ -157,6 +161,33 @@ def _label(name: str, versus: dict) -> str:
     return f"PyTorch eager, {threads} thread{'s' if threads > 1 else ''}"
 
 
+def size_of(timm_arch: str | None) -> str:
+    """Which model-size target applies: "vit_base" for ViT-B bundles, else "embedded"."""
+    return "vit_base" if timm_arch and timm_arch.startswith("vit_base") else "embedded"
+
+
+def _cost_row(serving: dict) -> str:
+    sat = serving["saturation"]
+    target = SERVER_CPU_COST[size_of(serving.get("backbone"))]
+    label = (f"| server CPU seconds per image / bare onnxruntime's, same graphs, batch {serving['plan']['batch']} "
+             "(the load generator's CPU not counted) |")
+    if sat.get("cpu_cost_ratio") is None:
+        return f"{label} not measured | ≤ {target:.2f} | not measured |"
+    return (f"{label} {sat['cpu_cost_ratio']:.3f} ({1e3 * sat['server_cpu_s_per_image']:.3f} vs "
+            f"{1e3 * sat['bare_cpu_s_per_image']:.3f} ms of CPU per image) | ≤ {target:.2f} | "
+            f"{_at_most(sat['cpu_cost_ratio'], target)} |")
+
+
+def _memory_target_row(memory: dict | None) -> list[str]:
+    label = "| server RSS / one fp32 backbone, ViT-B bundle (one shared backbone copy, after requests) |"
+    if not memory or memory.get("shared") is None or size_of(memory.get("backbone")) != "vit_base":
+        return [f"{label} not measured (no ViT-B bundle in this run) | ≤ {SERVER_RSS_PER_BACKBONE} | not measured |"]
+    ratio = memory["shared"]["ratio_after_requests"]
+    return [f"{label} {ratio:.2f} ({memory['shared']['after_requests_mib']:.0f} MiB for a "
+            f"{memory['one_backbone_mib']:.0f} MiB backbone) | ≤ {SERVER_RSS_PER_BACKBONE} | "
+            f"{_at_most(ratio, SERVER_RSS_PER_BACKBONE)} |"]
+
+
 def _targets(figures: dict) -> list[str]:
     serving, peak = figures["serving"], figures["peak"]["best_gflops"]
     sat = serving["saturation"]
@@ -164,7 +195,8 @@ def _targets(figures: dict) -> list[str]:
             f"| server at saturation / bare onnxruntime, same graphs, batch {serving['plan']['batch']} | "
             f"{sat['ratio']:.3f} ({sat['server_images_per_second']:.1f} vs {sat['bare_images_per_second']:.1f} "
             f"images/s; mean executed batch {_f(sat['mean_executed_batch'])}) | ≥ {SERVER_OVER_BARE:.2f} | "
-            f"{_at_least(sat['ratio'], SERVER_OVER_BARE)} |", *_versus_rows(serving.get("versus_eager"))]
+            f"{_at_least(sat['ratio'], SERVER_OVER_BARE)} |", _cost_row(serving),
+            *_versus_rows(serving.get("versus_eager")), *_memory_target_row(figures.get("vitb_memory"))]
     for batch, gflops in _graph_gflops(figures).items():
         cell, value = efficiency_cell(gflops, peak)
         if int(batch) < 8:
@@ -294,7 +326,25 @@ def _memory(figures: dict) -> list[str]:
     return ["| process | peak RSS MiB |", "|---|---|",
             f"| server (`python -m serve`, after the saturation load) | "
             f"{figures['serving']['saturation']['server_peak_rss_mib']:.0f} |",
-            f"| training ranks (DeepSpeed, each) | {ranks} |", ""]
+            f"| training ranks (DeepSpeed, each) | {ranks} |", "",
+            *_shared_memory(figures.get("memory")), *_shared_memory(figures.get("vitb_memory"))]
+
+
+def _shared_memory(memory: dict | None) -> list[str]:
+    """benchmarks/vitb_memory.py: the server with the bundle's shared weights file vs self-contained graphs."""
+    if not memory or memory.get("shared") is None:
+        return []
+    rows = [f"One backbone copy: the server on `{memory['bundle']}` ({memory['backbone']}, one fp32 backbone "
+            f"{memory['one_backbone_mib']:.1f} MiB) as exported (the graphs' common weights in one file, loaded once) "
+            f"and as self-contained graphs (each its own copy); {memory['requests']} one-image requests and one of "
+            f"{memory['batch']} images.", "",
+            "| bundle | RSS after warm-up MiB | RSS after requests MiB | peak MiB | after requests / backbone |",
+            "|---|---|---|---|---|"]
+    for kind, label in (("shared", "shared weights file"), ("self_contained", "self-contained graphs")):
+        m = memory[kind]
+        rows.append(f"| {label} | {m['after_warm_mib']:.1f} | {m['after_requests_mib']:.1f} | {m['peak_mib']:.1f} | "
+                    f"{m['ratio_after_requests']:.2f}× |")
+    return rows + [""]
 
 
 def _gpu(figures: dict) -> list[str]:
@@ -305,6 +355,12 @@ def _gpu(figures: dict) -> list[str]:
             "bounded command on a machine with a CUDA GPU:", "", f"    {GPU_COMMAND}", ""]
 
 
+def _vitb(figures: dict) -> list[str]:
+    from benchmarks.report_vitb import vitb_sections  # it formats with this module's helpers
+
+    return vitb_sections(figures)
+
+
 def render(figures: dict) -> str:
     parts = ["# Benchmarks", "",
              "Regenerated by `make bench` (`python -m benchmarks.suite`, bounded by the Makefile's timeout, loopback "
@@ -313,5 +369,6 @@ def render(figures: dict) -> str:
              "## Machine", "", *_machine(figures), "", "## fp32 peak (this run)", "", *_peak(figures),
              "## Targets", "", *_targets(figures), "",
              "## Training", "", *_training(figures), "## Serving", "", *_serving(figures),
-             "## Memory", "", *_memory(figures), "## GPU profile", "", *_gpu(figures), "## Notes", "", NOTES]
+             "## Memory", "", *_memory(figures), *_vitb(figures), "## GPU profile", "", *_gpu(figures),
+             "## Notes", "", NOTES]
     return "\n".join(parts)

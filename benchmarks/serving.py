@@ -64,6 +64,27 @@ def bare_throughput(runner: BareTwoStep, shape: list[int], batch: int, seconds: 
     return timed_rate(lambda: runner(x), batch, seconds)
 
 
+def process_cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU seconds a process has used, all its threads (Linux /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bare_cost(runner: BareTwoStep, shape: list[int], batch: int, seconds: float, max_rounds: int = 10_000) -> dict:
+    """Images/s and CPU seconds per image of bare onnxruntime at `batch` in this process (nothing else runs in it
+    meanwhile), after one warm-up call, bounded in time and rounds."""
+    x = np.random.default_rng(1).standard_normal((batch, *shape)).astype(np.float32)
+    runner(x)
+    done, cpu, start = 0, process_cpu_seconds(), time.perf_counter()
+    for _ in range(max_rounds):
+        runner(x)
+        done += batch
+        if time.perf_counter() - start >= seconds:
+            break
+    wall, cpu = time.perf_counter() - start, process_cpu_seconds() - cpu
+    return {"images_per_second": done / wall, "cpu_seconds_per_image": cpu / done, "images": done}
+
+
 def accuracy(runner: BareTwoStep, pixels: np.ndarray, labels: np.ndarray, batch: int = 64) -> float:
     """Top-1 % of the two-step graphs on labelled pixel_values (class-incremental: no task given)."""
     predicted = [runner(np.ascontiguousarray(pixels[i:i + batch])).argmax(1) for i in range(0, len(labels), batch)]
@@ -140,15 +161,22 @@ def scrape(metrics_port: int, name: str, model: str = "classify") -> float:
     return sum(float(v) for v in re.findall(pattern, text, re.M))
 
 
-def load(target: str, shape: list[int], batch: int, concurrency: int, seconds: float, max_requests: int) -> dict:
-    """Closed-loop Classify load (serve.client.bench) with random pixel_values of `batch` images per request."""
+def load(target: str, shape: list[int], batch: int, concurrency: int, seconds: float, max_requests: int,
+         server_pid: int | None = None) -> dict:
+    """Closed-loop Classify load (serve.client.bench) with random pixel_values of `batch` images per request; with
+    `server_pid`, also the server's CPU seconds per answered image over the load (the load generator's own CPU, in
+    this process, does not count)."""
     from serve.client import Client, bench, wait_ready
 
     client = Client.connect(target)
     wait_ready(client, 60)
     pixels = np.random.default_rng(2).standard_normal((batch, *shape)).astype(np.float32)
     client.classify(pixels=pixels, top_k=1)
+    cpu = process_cpu_seconds(server_pid) if server_pid else None
     stats = bench(client, lambda: client.classify(pixels=pixels, top_k=1), concurrency, seconds, max_requests)
+    if server_pid:
+        stats["server_cpu_seconds_per_image"] = ((process_cpu_seconds(server_pid) - cpu)
+                                                 / max(1, stats["requests"] * batch))
     return {**stats, "batch": batch, "concurrency": concurrency,
             "images_per_second": stats["throughput_rps"] * batch}
 
@@ -180,7 +208,7 @@ def serving_suite(root: Path, version: int, plan: Plan, test_npz: Path | None = 
     manifest = load_manifest(folder)
     shape = [3, manifest.preprocessing.img_size, manifest.preprocessing.img_size]
     out: dict = {"bundle": str(folder), "version": version, "method": manifest.method, "routing": manifest.routing,
-                 "onnxruntime": ort.__version__, "plan": plan.__dict__}
+                 "backbone": manifest.backbone.timm_arch, "onnxruntime": ort.__version__, "plan": plan.__dict__}
     bare = BareTwoStep.open(folder, manifest)
     out["bare"] = {str(b): bare_throughput(bare, shape, b, plan.seconds) for b in plan.efficiency_batches}
     log(f"bare onnxruntime two-step images/s by batch: {out['bare']}")
@@ -193,26 +221,35 @@ def serving_suite(root: Path, version: int, plan: Plan, test_npz: Path | None = 
 
 def saturation(root: Path, version: int, shape: list[int], plan: Plan, bare: BareTwoStep, log) -> dict:
     """Server images/s at saturation and bare onnxruntime at the same batch, alternated `plan.rounds` times
-    (the idle server costs nothing while bare runs): the median of the per-round ratios is the overhead."""
+    (the idle server costs nothing while bare runs): the median of the per-round ratios is the overhead. Each
+    round also prices an image in CPU seconds: the server process's over its load window vs bare onnxruntime's
+    (this process, alone) — the overhead as cost, which the load generator's CPU does not blur."""
     process, target, metrics_port = start_server(root, version, "--max-batch-size", str(plan.batch),
                                                  "--max-queue-delay-ms", str(plan.queue_delay_ms))
     rounds = []
     try:
         for _ in range(plan.rounds):
-            alone = bare_throughput(bare, shape, plan.batch, plan.seconds)
+            alone = bare_cost(bare, shape, plan.batch, plan.seconds)
             stats = load(target, shape, plan.request_batch, plan.saturation_concurrency, plan.seconds,
-                         plan.max_requests)
-            rounds.append({"bare": alone, "server": stats["images_per_second"], "ratio": stats["images_per_second"]
-                           / alone, "failures": stats["failures"], "p50_ms": stats["p50_ms"]})
+                         plan.max_requests, server_pid=process.pid)
+            cost = stats["server_cpu_seconds_per_image"] / alone["cpu_seconds_per_image"]
+            rounds.append({"bare": alone["images_per_second"], "server": stats["images_per_second"],
+                           "ratio": stats["images_per_second"] / alone["images_per_second"],
+                           "bare_cpu_s_per_image": alone["cpu_seconds_per_image"],
+                           "server_cpu_s_per_image": stats["server_cpu_seconds_per_image"], "cpu_cost_ratio": cost,
+                           "failures": stats["failures"], "p50_ms": stats["p50_ms"]})
         count = scrape(metrics_port, "hidecl_batch_size_count", "pipeline")
         total = scrape(metrics_port, "hidecl_batch_size_sum", "pipeline")
         rss = peak_rss_mib(process.pid)
     finally:
         stop_server(process)
     middle = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
+    by_cost = sorted(rounds, key=lambda r: r["cpu_cost_ratio"])[len(rounds) // 2]
     result = {"rounds": rounds, "ratio": middle["ratio"], "server_images_per_second": middle["server"],
               "bare_images_per_second": middle["bare"], "mean_executed_batch": total / count if count else None,
-              "server_peak_rss_mib": rss}
+              "server_peak_rss_mib": rss, "cpu_cost_ratio": by_cost["cpu_cost_ratio"],
+              "server_cpu_s_per_image": by_cost["server_cpu_s_per_image"],
+              "bare_cpu_s_per_image": by_cost["bare_cpu_s_per_image"]}
     log(f"saturation: {rounds}, mean batch {result['mean_executed_batch']}")
     return result
 

@@ -149,6 +149,7 @@ def machine() -> dict:
 def suite(args: argparse.Namespace) -> dict:
     from benchmarks.peak import engine_rates, fp32_peak
     from benchmarks.training import step_figures
+    from benchmarks.vitb_memory import server_memory
 
     started = time.perf_counter()
     out = args.out
@@ -181,6 +182,7 @@ def suite(args: argparse.Namespace) -> dict:
                  str(serving_json), *(["--test-npz", str(test_npz), "--run", str(run)] if run is not None else []),
                  *(["--quick"] if args.quick else [])], SERVE_TIMEOUT_S)
     figures["serving"] = json.loads(serving_json.read_text())
+    figures["memory"] = server_memory(bundle, out / "memory")  # one backbone copy vs self-contained graphs
     peak = figures["peak"]
     peak["end"] = engine_rates(peak["n"], peak["rounds"])
     measured = {f"{engine}, every core, {when} of the run": peak[when][engine]

@@ -74,6 +74,9 @@ def write_triton_repo(bundle_version: str | Path, repo: str | Path) -> Path:
     for name, graph in manifest.graphs.items():
         (repo / name / version).mkdir(parents=True)
         shutil.copyfile(bundle_version / graph.file, repo / name / version / "model.onnx")
+        if manifest.shared_weights is not None:  # the graph's external data, found beside it
+            shutil.copyfile(bundle_version / manifest.shared_weights.file,
+                            repo / name / version / manifest.shared_weights.file)
         (repo / name / "config.pbtxt").write_text(onnx_model_config(name, graph, labelled=name == "classifier"))
     (repo / "pipeline" / version).mkdir(parents=True)  # Triton wants a version folder, empty for an ensemble
     (repo / "pipeline" / "config.pbtxt").write_text(ensemble_config(manifest))

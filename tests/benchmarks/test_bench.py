@@ -110,7 +110,8 @@ def test_every_figure_in_the_report_moves_with_the_run():
     first, second = report.render(figures), report.render(scaled(figures))
     fixed = set(FIGURE.findall(first)) & set(FIGURE.findall(second))
     targets = {f"{report.SERVER_OVER_BARE:.2f}", f"{report.EAGER_THROUGHPUT_C8}", f"{report.EAGER_P50_C1:.2f}",
-               f"{report.GRAPH_EFFICIENCY:.0%}".rstrip("%"), f"{report.DONE_OVER_NEEDED}"}
+               f"{report.GRAPH_EFFICIENCY:.0%}".rstrip("%"), f"{report.DONE_OVER_NEEDED}",
+               *(f"{t:.2f}" for t in report.SERVER_CPU_COST.values()), f"{report.SERVER_RSS_PER_BACKBONE}"}
     allowed = targets | integers(figures)
     assert fixed <= allowed, f"figures the run did not produce: {sorted(fixed - allowed)}"
     assert "1.29×" in first and "2.89×" in first  # eager ratio (in-process) and 617.3/213.7 (served vs eager)

@@ -1,0 +1,66 @@
+"""The report's issue-#16 figures: the server's CPU cost per image vs bare onnxruntime and its memory with one
+shared backbone copy — rendered only from measured figures, marked against the target of the bundle's size."""
+
+from __future__ import annotations
+
+from benchmarks import report
+from tests.benchmarks.test_bench import FIGURE, _row, integers, scaled, synthetic_figures
+
+
+def memory(backbone: str, mib: float, after: float) -> dict:
+    side = lambda rss: {"after_warm_mib": rss - 3.7, "after_requests_mib": rss, "peak_mib": rss + 1.9,
+                        "ratio_after_warm": (rss - 3.7) / mib, "ratio_after_requests": rss / mib}
+    return {"bundle": "bundles/1", "backbone": backbone, "batch": 8, "requests": 2, "one_backbone_mib": mib,
+            "shared": side(after), "self_contained": side(after + 0.93 * mib), "target_ratio": 1.3}
+
+
+def with_costs(backbone: str = "vit_tiny_patch16_224", cost: float = 1.071) -> dict:
+    figures = synthetic_figures()
+    serving = figures["serving"]
+    serving["backbone"] = backbone
+    serving["saturation"].update({"cpu_cost_ratio": cost, "server_cpu_s_per_image": 0.00231 * cost,
+                                  "bare_cpu_s_per_image": 0.00231})
+    figures["memory"] = memory("vit_tiny_patch16_224", 3.87, 108.1)
+    figures["vitb_memory"] = memory("vit_base_patch16_224", 327.1, 421.3)
+    return figures
+
+
+COST = "| server CPU seconds per image / bare onnxruntime's"
+RSS = "| server RSS / one fp32 backbone, ViT-B bundle"
+
+
+def test_the_new_figures_move_with_the_run():
+    figures = with_costs()
+    first, second = report.render(figures), report.render(scaled(figures))
+    fixed = set(FIGURE.findall(first)) & set(FIGURE.findall(second))
+    targets = {f"{report.SERVER_OVER_BARE:.2f}", f"{report.EAGER_THROUGHPUT_C8}", f"{report.EAGER_P50_C1:.2f}",
+               f"{report.GRAPH_EFFICIENCY:.0%}".rstrip("%"), f"{report.DONE_OVER_NEEDED}",
+               *(f"{t:.2f}" for t in report.SERVER_CPU_COST.values()), f"{report.SERVER_RSS_PER_BACKBONE}"}
+    assert fixed <= targets | integers(figures), sorted(fixed - targets - integers(figures))
+    assert "1.071 (2.474 vs 2.310 ms of CPU per image)" in _row(first, COST)
+    assert "1.29 (421 MiB for a 327 MiB backbone)" in _row(first, RSS)
+    assert "| shared weights file | 104.4 | 108.1 | 110.0 | 27.93× |" in first  # the embedded bundle's memory
+    assert "| self-contained graphs | 721.8 | 725.5 | 727.4 | 2.22× |" in first  # 421.3 + 0.93 × 327.1 (ViT-B)
+
+
+def test_the_cost_target_follows_the_bundle_s_size():
+    embedded = report.render(with_costs(cost=1.071))
+    assert "| ≤ 1.10 | **met** |" in _row(embedded, COST)
+    vitb = report.render(with_costs("vit_base_patch16_224", cost=1.071))
+    assert "| ≤ 1.03 | **missed** |" in _row(vitb, COST)
+    assert _row(report.render(with_costs("vit_base_patch16_224", cost=1.021)), COST).endswith("**met** |")
+
+
+def test_the_memory_target_is_marked_on_the_vitb_bundle_only():
+    figures = with_costs()
+    assert _row(report.render(figures), RSS).endswith("**met** |")  # 421.3 / 327.1 = 1.29
+    figures["vitb_memory"] = memory("vit_base_patch16_224", 327.1, 431.3)
+    assert _row(report.render(figures), RSS).endswith("**missed** |")
+    figures.pop("vitb_memory")
+    assert "not measured (no ViT-B bundle in this run)" in _row(report.render(figures), RSS)
+
+
+def test_figures_of_a_run_before_the_cost_figures_render_as_not_measured():
+    text = report.render(synthetic_figures())
+    assert _row(text, COST).endswith("not measured |")
+    assert _row(text, RSS).endswith("not measured |")
