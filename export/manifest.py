@@ -101,6 +101,9 @@ class Backbone(_Strict):
     timm_arch: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
+    # timm's seeded random initialisation (training's backbone.checkpoint=random), NOT pretrained weights: a
+    # bundle for speed and memory figures only, whose answers mean nothing
+    random_init: bool = False
 
 class Source(_Strict):
     run_dir: str

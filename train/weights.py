@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +40,18 @@ DEFAULT_CHECKPOINTS = {
 @dataclass(frozen=True)
 class LoadedBackbone:
     vit: VisionTransformer
+# `backbone.checkpoint=random`: timm's own initialisation under a fixed seed (the same weights in every process,
+# so export restores them), never pretrained. For speed and memory figures only (benchmarks/vitb.py).
+RANDOM_INIT = "random"
+RANDOM_INIT_SEED = 0
+
+
     spec: BackboneSpec
     weights_sha256: str
 
     def identity(self) -> dict[str, str]:
         return {"name": self.spec.name, "sha256": self.weights_sha256}
+    random_init: bool = False  # timm's seeded random initialisation, not pretrained weights
 
 
 def load_state_file(path: Path) -> dict[str, torch.Tensor]:
@@ -113,6 +121,9 @@ def load_backbone(config: BackboneConfig, ctx: DistContext | None) -> LoadedBack
         load_weights(vit, spec, _checkpoint_path(config, spec, ctx))
     vit = freeze(vit)
     return LoadedBackbone(vit, spec, weights_hash(vit))
+    if config.checkpoint == RANDOM_INIT:
+        vit = freeze(random_vit(spec))
+        return LoadedBackbone(vit, spec, weights_hash(vit), random_init=True)
 
 
 def _checkpoint_path(config: BackboneConfig, spec: BackboneSpec, ctx: DistContext | None) -> Path:
@@ -121,3 +132,13 @@ def _checkpoint_path(config: BackboneConfig, spec: BackboneSpec, ctx: DistContex
     if spec.name == EMBEDDED_BACKBONE:
         return ensure_pretrained(PretrainConfig(backbone=spec.name), ctx)
     return Path(DEFAULT_CHECKPOINTS[spec.name][0])
+def random_vit(spec: BackboneSpec) -> VisionTransformer:
+    """timm's initialisation of `spec` under RANDOM_INIT_SEED (the global RNG untouched), with a loud warning."""
+    print(f"WARNING: backbone '{spec.name}' is RANDOMLY INITIALISED (backbone.checkpoint={RANDOM_INIT}, seed "
+          f"{RANDOM_INIT_SEED}), NOT PRETRAINED: accuracy means nothing; use it for speed and memory figures only.",
+          file=sys.stderr, flush=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return create_vit(spec)
+
+
