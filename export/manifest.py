@@ -100,10 +100,10 @@ class Backbone(_Strict):
     name: str
     timm_arch: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-
     # timm's seeded random initialisation (training's backbone.checkpoint=random), NOT pretrained weights: a
     # bundle for speed and memory figures only, whose answers mean nothing
     random_init: bool = False
+
 
 class Source(_Strict):
     run_dir: str

@@ -37,21 +37,21 @@ DEFAULT_CHECKPOINTS = {
 }
 
 
-@dataclass(frozen=True)
-class LoadedBackbone:
-    vit: VisionTransformer
 # `backbone.checkpoint=random`: timm's own initialisation under a fixed seed (the same weights in every process,
 # so export restores them), never pretrained. For speed and memory figures only (benchmarks/vitb.py).
 RANDOM_INIT = "random"
 RANDOM_INIT_SEED = 0
 
 
+@dataclass(frozen=True)
+class LoadedBackbone:
+    vit: VisionTransformer
     spec: BackboneSpec
     weights_sha256: str
+    random_init: bool = False  # timm's seeded random initialisation, not pretrained weights
 
     def identity(self) -> dict[str, str]:
         return {"name": self.spec.name, "sha256": self.weights_sha256}
-    random_init: bool = False  # timm's seeded random initialisation, not pretrained weights
 
 
 def load_state_file(path: Path) -> dict[str, torch.Tensor]:
@@ -114,6 +114,9 @@ def resolve_spec(config: BackboneConfig) -> BackboneSpec:
 def load_backbone(config: BackboneConfig, ctx: DistContext | None) -> LoadedBackbone:
     """The frozen pretrained backbone; the embedded one is pretrained and cached on first use."""
     spec = resolve_spec(config)
+    if config.checkpoint == RANDOM_INIT:
+        vit = freeze(random_vit(spec))
+        return LoadedBackbone(vit, spec, weights_hash(vit), random_init=True)
     vit = create_vit(spec)
     if is_hub_name(config.checkpoint):
         load_hub_weights(vit, spec, config.checkpoint)
@@ -121,17 +124,8 @@ def load_backbone(config: BackboneConfig, ctx: DistContext | None) -> LoadedBack
         load_weights(vit, spec, _checkpoint_path(config, spec, ctx))
     vit = freeze(vit)
     return LoadedBackbone(vit, spec, weights_hash(vit))
-    if config.checkpoint == RANDOM_INIT:
-        vit = freeze(random_vit(spec))
-        return LoadedBackbone(vit, spec, weights_hash(vit), random_init=True)
 
 
-def _checkpoint_path(config: BackboneConfig, spec: BackboneSpec, ctx: DistContext | None) -> Path:
-    if config.checkpoint:
-        return Path(config.checkpoint)
-    if spec.name == EMBEDDED_BACKBONE:
-        return ensure_pretrained(PretrainConfig(backbone=spec.name), ctx)
-    return Path(DEFAULT_CHECKPOINTS[spec.name][0])
 def random_vit(spec: BackboneSpec) -> VisionTransformer:
     """timm's initialisation of `spec` under RANDOM_INIT_SEED (the global RNG untouched), with a loud warning."""
     print(f"WARNING: backbone '{spec.name}' is RANDOMLY INITIALISED (backbone.checkpoint={RANDOM_INIT}, seed "
@@ -142,3 +136,9 @@ def random_vit(spec: BackboneSpec) -> VisionTransformer:
         return create_vit(spec)
 
 
+def _checkpoint_path(config: BackboneConfig, spec: BackboneSpec, ctx: DistContext | None) -> Path:
+    if config.checkpoint:
+        return Path(config.checkpoint)
+    if spec.name == EMBEDDED_BACKBONE:
+        return ensure_pretrained(PretrainConfig(backbone=spec.name), ctx)
+    return Path(DEFAULT_CHECKPOINTS[spec.name][0])
