@@ -29,8 +29,9 @@ import yaml
 
 from serve.client import Client
 from serve.protos import load
-from tests.helpers.bundles import IMG, NUM_CLASSES, oip_outputs, oip_request, write_bundle
+from tests.helpers.bundles import IMG, NUM_CLASSES, write_bundle
 from tests.helpers.runs import FAST, REPO, free_port
+from tests.helpers.servers import oip_outputs, oip_request
 
 K8S = REPO / "deploy" / "k8s"
 LAYOUTS = ("serve", "monitoring", "train", "train-multinode", "kserve")

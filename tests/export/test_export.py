@@ -45,7 +45,7 @@ def export(run: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def bundles(runs, tmp_path_factory) -> dict[str, Path]:
+def exported(runs, tmp_path_factory) -> dict[str, Path]:
     """The bundle version of each run (HiDe-Prompt with every variant and a Triton repository)."""
     root = tmp_path_factory.mktemp("bundles")
     extras = {"hideprompt": ["--triton-repo", str(root / "triton")], "l2p": ["--variants", "ort-optimized"]}
@@ -57,9 +57,9 @@ def bundles(runs, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_bundle_records_parity_within_tolerance(bundles, method):
-    manifest = load_manifest(bundles[method])
-    assert {p.name for p in bundles[method].iterdir()} >= {"manifest.json", "classifier.onnx"}
+def test_bundle_records_parity_within_tolerance(exported, method):
+    manifest = load_manifest(exported[method])
+    assert {p.name for p in exported[method].iterdir()} >= {"manifest.json", "classifier.onnx"}
     assert manifest.parity.passed and manifest.parity.class_agreement == 1.0
     assert manifest.parity.max_abs_logit_diff <= 1e-4
     assert manifest.parity.samples == 450  # every test image of the five tasks
@@ -71,8 +71,8 @@ def test_bundle_records_parity_within_tolerance(bundles, method):
 
 
 @pytest.mark.parametrize("method", ["hideprompt", "hidelora"])
-def test_classifier_runs_a_mixed_task_batch_row_by_row_identically(bundles, method):
-    folder = bundles[method]
+def test_classifier_runs_a_mixed_task_batch_row_by_row_identically(exported, method):
+    folder = exported[method]
     session = ort.InferenceSession(str(folder / "classifier.onnx"), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).normal(size=(5, 3, 32, 32)).astype(np.float32)
     tasks = np.arange(5, dtype=np.int64)
@@ -84,8 +84,8 @@ def test_classifier_runs_a_mixed_task_batch_row_by_row_identically(bundles, meth
     assert np.abs(same_image[1:] - same_image[0]).max() > 1e-3  # the task id really selects the task's slot
 
 
-def test_router_outputs_tasks_and_probabilities_sum_over_seen_classes(bundles):
-    folder = bundles["hideprompt"]
+def test_router_outputs_tasks_and_probabilities_sum_over_seen_classes(exported):
+    folder = exported["hideprompt"]
     x = np.random.default_rng(1).normal(size=(6, 3, 32, 32)).astype(np.float32)
     router = ort.InferenceSession(str(folder / "router.onnx"), providers=["CPUExecutionProvider"])
     task_id, confidence, logits = router.run(None, {PIXEL_VALUES: x})
@@ -98,16 +98,16 @@ def test_router_outputs_tasks_and_probabilities_sum_over_seen_classes(bundles):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_manifest_validates_in_a_process_without_torch(bundles):
+def test_manifest_validates_in_a_process_without_torch(exported):
     code = ("import sys; from export.manifest import load_manifest; m = load_manifest(sys.argv[1]); "
             "assert 'torch' not in sys.modules, 'torch imported'; print(m.method, m.version)")
-    done = subprocess.run([sys.executable, "-c", code, str(bundles["l2p"])], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code, str(exported["l2p"])], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["l2p", "5"]
 
 
-def test_variants_are_measured_and_published_with_hashes(bundles):
-    manifest = load_manifest(bundles["hideprompt"])  # verifies every variant file's SHA-256 too
+def test_variants_are_measured_and_published_with_hashes(exported):
+    manifest = load_manifest(exported["hideprompt"])  # verifies every variant file's SHA-256 too
     published = {v.name for v in manifest.variants}
     assert published | set(manifest.rejected_variants) == {"ort-optimized", "fp16", "int8"}
     assert "ort-optimized" in published and "fp16" in published  # both are exact to fp32 rounding here
@@ -116,19 +116,19 @@ def test_variants_are_measured_and_published_with_hashes(bundles):
     for variant in manifest.variants:
         assert variant.class_agreement >= 0.99 and variant.measurement.images_per_second > 0
         for graph in variant.graphs.values():
-            assert (bundles["hideprompt"] / graph.file).is_file()
-    l2p = load_manifest(bundles["l2p"])  # key matching + gathered prompt tokens optimise too
+            assert (exported["hideprompt"] / graph.file).is_file()
+    l2p = load_manifest(exported["l2p"])  # key matching + gathered prompt tokens optimise too
     assert [v.name for v in l2p.variants] == ["ort-optimized"] and not l2p.rejected_variants
 
 
-def test_a_variant_that_disagrees_is_not_published(bundles, tmp_path):
+def test_a_variant_that_disagrees_is_not_published(exported, tmp_path):
     """Against reference predictions it cannot match, the variant is rejected, says why, and leaves no files."""
     from export.parity import Comparison
     from export.variants import Width, build_variants
 
-    manifest = load_manifest(bundles["l2p"])
+    manifest = load_manifest(exported["l2p"])
     folder = tmp_path / "5"
-    subprocess.run(["cp", "-r", str(bundles["l2p"]), str(folder)], check=True)
+    subprocess.run(["cp", "-r", str(exported["l2p"]), str(folder)], check=True)
     images = np.random.default_rng(0).normal(size=(16, 3, 32, 32)).astype(np.float32)
     wrong = Comparison(manifest.parity, accuracy=100.0, predictions=np.full(16, -1), accuracy_per_task=[])
     published, rejected = build_variants(folder, manifest.graphs, manifest.routing, Width(4, 128), images,
@@ -138,26 +138,26 @@ def test_a_variant_that_disagrees_is_not_published(bundles, tmp_path):
     assert not (folder / "variants" / "int8").exists()
 
 
-def test_tampered_graph_is_refused(bundles, tmp_path):
+def test_tampered_graph_is_refused(exported, tmp_path):
     copy = tmp_path / "5"
-    subprocess.run(["cp", "-r", str(bundles["l2p"]), str(copy)], check=True)
+    subprocess.run(["cp", "-r", str(exported["l2p"]), str(copy)], check=True)
     with open(copy / "router.onnx", "ab") as f:
         f.write(b"\0")
     with pytest.raises(ManifestError, match="SHA-256"):
         load_manifest(copy)
 
 
-def test_existing_version_is_refused_and_left_untouched(runs, bundles):
-    root = bundles["l2p"].parent
-    before = file_sha256(bundles["l2p"] / "manifest.json")
+def test_existing_version_is_refused_and_left_untouched(runs, exported):
+    root = exported["l2p"].parent
+    before = file_sha256(exported["l2p"] / "manifest.json")
     done = export(runs["l2p"], root, "--variants", "")
     assert done.returncode == 2 and "already exists" in done.stderr
-    assert file_sha256(bundles["l2p"] / "manifest.json") == before
+    assert file_sha256(exported["l2p"] / "manifest.json") == before
     assert bundle_versions(root) == [5] and [p.name for p in root.iterdir()] == ["5"]  # no partial folder left
 
 
-def test_earlier_task_becomes_its_own_version(runs, bundles):
-    root = bundles["hidelora"].parent
+def test_earlier_task_becomes_its_own_version(runs, exported):
+    root = exported["hidelora"].parent
     done = export(runs["hidelora"], root, "--task", "2", "--variants", "")
     assert done.returncode == 0, done.stderr[-2000:]
     manifest = load_manifest(root / "2")
@@ -188,11 +188,11 @@ def test_other_backbone_weights_are_refused(runs, tmp_path):
     assert not (tmp_path / "out" / "5").exists()
 
 
-def test_triton_repository_matches_the_graphs(bundles):
+def test_triton_repository_matches_the_graphs(exported):
     """config.pbtxt parsed by Triton's own ModelConfig schema (tritonclient, in a subprocess: its protos clash
     with ours), compared with the graphs' inputs and outputs."""
     pytest.importorskip("tritonclient.grpc.model_config_pb2")
-    repo = bundles["hideprompt"].parent.parent / "triton"
+    repo = exported["hideprompt"].parent.parent / "triton"
     code = """
 import json, sys
 from google.protobuf import json_format, text_format
@@ -206,7 +206,7 @@ print(json.dumps(out))
     done = subprocess.run([sys.executable, "-c", code, str(repo)], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     configs = json.loads(done.stdout)
-    manifest = load_manifest(bundles["hideprompt"])
+    manifest = load_manifest(exported["hideprompt"])
     for name, graph in manifest.graphs.items():
         config = configs[name]
         assert (repo / name / "5" / "model.onnx").is_file() and config["platform"] == "onnxruntime_onnx"
@@ -225,13 +225,13 @@ print(json.dumps(out))
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_served_accuracy_matches_the_training_run(runs, bundles, method):
+def test_served_accuracy_matches_the_training_run(runs, exported, method):
     """After the last task every class is seen, so the served top-1 accuracy over the test images is the
     run's last column of the accuracy matrix, pooled over tasks by their number of test images."""
     from train.backbones.registry import EMBEDDED_BACKBONE, backbone_spec
     from train.data.digits import load_split_digits
 
-    manifest = load_manifest(bundles[method])
+    manifest = load_manifest(exported[method])
     results = json.loads((runs[method] / "results.json").read_text())
     labels = load_split_digits(backbone_spec(EMBEDDED_BACKBONE))[1].tensors[1].numpy()
     sizes = np.bincount(np.array(manifest.class_to_task)[labels], minlength=5)

@@ -29,10 +29,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
-from serve.config import ServeConfig
 from serve.protos import load
-from tests.helpers.bundles import IMG, ServerThread, metric_value, oip_request, start_server_process, write_bundle
+from tests.helpers.bundles import IMG, write_bundle
 from tests.helpers.runs import REPO
+from tests.helpers.servers import ServerThread, local_config, metric_value, oip_request, start_server_process
 
 pb, pb_grpc = load("inference")
 cpb, cpb_grpc = load("continual")
@@ -45,11 +45,6 @@ def png(width: int, height: int, mode: str = "L") -> bytes:
     buffer = io.BytesIO()
     Image.new(mode, (width, height), 128).save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def config(root: Path, **overrides) -> ServeConfig:
-    return ServeConfig(root, **{"host": "127.0.0.1", "port": 0, "metrics_port": None, "poll_interval_s": 0}
-                       | overrides)
 
 
 def code_of(call) -> grpc.StatusCode:
@@ -67,15 +62,8 @@ def peak_rss_mb(pid: int) -> float:
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bundle")
-    write_bundle(root, 1, tasks_learned=2)
-    return root
-
-
-@pytest.fixture(scope="module")
-def server(root):
-    running = ServerThread(config(root, max_queue_delay_ms=20.0))
+def server(bundle_root):
+    running = ServerThread(local_config(bundle_root, max_queue_delay_ms=20.0))
     yield running
     running.stop()
 
@@ -166,9 +154,9 @@ def test_too_many_images_in_one_request(oip):
     assert error.value.code() == INVALID and "--max-images-per-request" in error.value.details()
 
 
-def test_a_request_above_the_batch_size_runs_in_parts(root):
+def test_a_request_above_the_batch_size_runs_in_parts(bundle_root):
     """70 rows with --max-batch-size 32: executed as 32 + 32 + 6, answered as one, same outputs as one batch."""
-    server = ServerThread(config(root, max_batch_size=32))
+    server = ServerThread(local_config(bundle_root, max_batch_size=32))
     try:
         stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(server.target))
         x = np.random.default_rng(3).standard_normal((70, 3, IMG, IMG)).astype(np.float32)
@@ -183,9 +171,9 @@ def test_a_request_above_the_batch_size_runs_in_parts(root):
         server.stop()
 
 
-def test_work_beyond_the_memory_budget_waits_and_never_fails(root):
+def test_work_beyond_the_memory_budget_waits_and_never_fails(bundle_root):
     """With a budget of two requests, eight concurrent ones all succeed (they wait their turn)."""
-    server = ServerThread(config(root, max_message_bytes=1 << 20, max_inflight_bytes=2 << 20))
+    server = ServerThread(local_config(bundle_root, max_message_bytes=1 << 20, max_inflight_bytes=2 << 20))
     try:
         x = np.zeros((128, 3, IMG, IMG), np.float32)  # ≈ 0.2 MiB of pixels + 0.2 MiB on the wire
 
@@ -213,7 +201,7 @@ def test_odd_folder_names_are_ignored_once_and_counted(tmp_path, caplog):
         (root / name).mkdir()
         shutil.copy(root / "1" / "manifest.json", root / name / "manifest.json")
     caplog.set_level(logging.WARNING, logger="serve.registry")
-    server = ServerThread(config(root, poll_interval_s=0.05, metrics_port=0))
+    server = ServerThread(local_config(root, poll_interval_s=0.05, metrics_port=0))
     try:
         time.sleep(0.5)  # several polls
         warnings = [r for r in caplog.records if "ignoring" in r.getMessage()]
@@ -234,7 +222,7 @@ def test_odd_folder_names_are_ignored_once_and_counted(tmp_path, caplog):
 def test_polling_survives_errors_and_counts_them(tmp_path, monkeypatch):
     root = tmp_path / "bundles"
     write_bundle(root, 1)
-    server = ServerThread(config(root, poll_interval_s=0.05))
+    server = ServerThread(local_config(root, poll_interval_s=0.05))
     try:
         registry = server.server.registry
         original = registry.poll_once
@@ -280,7 +268,7 @@ def test_a_version_published_manifest_first_is_retried_until_complete(tmp_path):
     staging = write_bundle(tmp_path / "staging", 2)
     (root / "2").mkdir()
     shutil.copy(staging / "manifest.json", root / "2" / "manifest.json")  # graphs still to come
-    server = ServerThread(config(root, poll_interval_s=0.05))
+    server = ServerThread(local_config(root, poll_interval_s=0.05))
     try:
         time.sleep(0.3)
         assert server.server.registry.current.version == 1
@@ -320,7 +308,7 @@ def test_a_version_whose_files_leave_its_folder_is_not_served(tmp_path, case):
         (folder / "classifier.onnx").symlink_to(outside)
     else:
         _edit_manifest(folder, version=7)
-    server = ServerThread(config(root))
+    server = ServerThread(local_config(root))
     try:
         assert server.server.registry.current.version == 1
         assert [v for v, _ in server.server.registry.skipped] == [2]
@@ -333,7 +321,7 @@ def test_a_version_folder_linking_outside_the_root_is_ignored(tmp_path):
     write_bundle(root, 1)
     elsewhere = write_bundle(tmp_path / "other", 2)
     (root / "2").symlink_to(elsewhere, target_is_directory=True)
-    server = ServerThread(config(root))
+    server = ServerThread(local_config(root))
     try:
         assert server.server.registry.current.version == 1 and server.server.registry.versions() == [1]
     finally:
@@ -352,8 +340,8 @@ def _scrape(port: int, token: str | None = None, host: str = "127.0.0.1") -> tup
         return error.code, ""
 
 
-def test_metrics_bind_to_the_grpc_host_and_can_require_a_token(root):
-    server = ServerThread(config(root, metrics_port=0, metrics_tokens=("m3trics",)))
+def test_metrics_bind_to_the_grpc_host_and_can_require_a_token(bundle_root):
+    server = ServerThread(local_config(bundle_root, metrics_port=0, metrics_tokens=("m3trics",)))
     try:
         assert server.server._metrics_endpoint._server.sockets[0].getsockname()[0] == "127.0.0.1"
         assert _scrape(server.server.metrics_port)[0] == 401
@@ -364,8 +352,8 @@ def test_metrics_bind_to_the_grpc_host_and_can_require_a_token(root):
         server.stop()
 
 
-def test_idle_connections_do_not_block_scrapes(root):
-    server = ServerThread(config(root, metrics_port=0))
+def test_idle_connections_do_not_block_scrapes(bundle_root):
+    server = ServerThread(local_config(bundle_root, metrics_port=0))
     idle = [socket.create_connection(("127.0.0.1", server.server.metrics_port)) for _ in range(8)]
     try:
         for connection in idle:
@@ -384,7 +372,7 @@ def test_a_malformed_decisions_line_is_skipped_and_counted(tmp_path):
     good = {"accepted": True, "time": 1.0, "old_tasks_accuracy_before": 90.0, "old_tasks_accuracy_after": 91.0}
     lines = [json.dumps(good), "[1, 2]", '"text"', '{"accepted": true, "time": "yesterday"}', "{broken", ""]
     (root / "decisions.jsonl").write_text("\n".join(lines))
-    server = ServerThread(config(root, metrics_port=0))
+    server = ServerThread(local_config(root, metrics_port=0))
     try:
         status, text = _scrape(server.server.metrics_port)
         assert status == 200
@@ -395,12 +383,12 @@ def test_a_malformed_decisions_line_is_skipped_and_counted(tmp_path):
 
 
 # -- 8. ports ---------------------------------------------------------------------------------------------------
-def test_a_taken_grpc_port_is_one_clear_error(root):
-    first, port, metrics_port = start_server_process(root, "--poll-interval-s", "0")
+def test_a_taken_grpc_port_is_one_clear_error(bundle_root):
+    first, port, metrics_port = start_server_process(bundle_root, "--poll-interval-s", "0")
     try:
         for flags in (["--port", str(port), "--metrics-port", "-1"], ["--port", "0", "--metrics-port",
                                                                        str(metrics_port)]):
-            second = subprocess.run([sys.executable, "-m", "serve", "--bundle", str(root), "--host", "127.0.0.1",
+            second = subprocess.run([sys.executable, "-m", "serve", "--bundle", str(bundle_root), "--host", "127.0.0.1",
                                      *flags], cwd=REPO, capture_output=True, text=True, timeout=60)
             assert second.returncode == 2, second.stderr
             assert "Traceback" not in second.stderr and second.stderr.count("error:") == 1
@@ -477,9 +465,9 @@ def test_a_deadline_flood_logs_no_traceback(oip, caplog):
 
 
 # -- 10. the smaller points -----------------------------------------------------------------------------------
-def test_drain_says_not_serving_before_it_stops(root):
+def test_drain_says_not_serving_before_it_stops(bundle_root):
     """While a request is in flight after SIGTERM: health NOT_SERVING (still answering), new calls UNAVAILABLE."""
-    server = ServerThread(config(root, grace_s=30))
+    server = ServerThread(local_config(bundle_root, grace_s=30))
     channel = grpc.insecure_channel(server.target)
     health = health_pb2_grpc.HealthStub(channel)
     server.server.core.active += 1  # an in-flight request holds the drain open
@@ -499,8 +487,8 @@ def test_drain_says_not_serving_before_it_stops(root):
         server.stop()
 
 
-def test_bearer_scheme_is_case_insensitive_and_one_header_only(root):
-    server = ServerThread(config(root, auth_tokens=("s3cret",)))
+def test_bearer_scheme_is_case_insensitive_and_one_header_only(bundle_root):
+    server = ServerThread(local_config(bundle_root, auth_tokens=("s3cret",)))
     try:
         stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(server.target))
         request = oip_request(pb, "pipeline", {"pixel_values": GOOD_PIXELS})
@@ -513,7 +501,7 @@ def test_bearer_scheme_is_case_insensitive_and_one_header_only(root):
         server.stop()
 
 
-def test_tokens_without_tls_and_a_readable_key_are_warned_about(root, tmp_path, caplog):
+def test_tokens_without_tls_and_a_readable_key_are_warned_about(bundle_root, tmp_path, caplog):
     from serve.server import warn_about_secrets
 
     cert, key = tmp_path / "server.pem", tmp_path / "server.key"
@@ -521,14 +509,14 @@ def test_tokens_without_tls_and_a_readable_key_are_warned_about(root, tmp_path, 
     key.write_text("key")
     os.chmod(key, 0o644)
     caplog.set_level(logging.WARNING, logger="serve")
-    warn_about_secrets(config(root, auth_tokens=("t",)))
-    warn_about_secrets(config(root, tls_cert=cert, tls_key=key))
+    warn_about_secrets(local_config(bundle_root, auth_tokens=("t",)))
+    warn_about_secrets(local_config(bundle_root, tls_cert=cert, tls_key=key))
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "unencrypted" in messages and "readable by other users" in messages
 
 
-def test_a_reload_with_a_mistyped_version_is_refused(root):
-    server = ServerThread(config(root, admin_tokens=("adm1n",)))
+def test_a_reload_with_a_mistyped_version_is_refused(bundle_root):
+    server = ServerThread(local_config(bundle_root, admin_tokens=("adm1n",)))
     try:
         call = grpc.insecure_channel(server.target).unary_unary(
             "/hidecl.v1.ContinualAdmin/Reload", request_serializer=lambda x: x, response_deserializer=lambda x: x)
@@ -563,8 +551,8 @@ def _attacks(stub) -> None:
         code_of(lambda r=request: stub.ModelInfer(r, timeout=60))
 
 
-def test_good_clients_never_fail_under_attack_and_memory_stays_bounded(root):
-    process, port, _ = start_server_process(root, "--poll-interval-s", "0")
+def test_good_clients_never_fail_under_attack_and_memory_stays_bounded(bundle_root):
+    process, port, _ = start_server_process(bundle_root, "--poll-interval-s", "0")
     target, failures, answered, done = f"127.0.0.1:{port}", [], [], threading.Event()
     try:
         def good(seed: int) -> None:

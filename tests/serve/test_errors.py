@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from serve.config import ServeConfig
 from serve.protos import load
 from serve.tensors import encode_bytes
-from tests.helpers.bundles import IMG, ServerThread, oip_request, write_bundle
+from tests.helpers.bundles import IMG
+from tests.helpers.servers import ServerThread, local_config, oip_request
 
 pb, pb_grpc = load("inference")
 cpb, cpb_grpc = load("continual")
@@ -23,16 +23,8 @@ INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bundle")
-    write_bundle(root, 1, tasks_learned=2)
-    return root
-
-
-@pytest.fixture(scope="module")
-def server(root):
-    running = ServerThread(ServeConfig(root, host="127.0.0.1", port=0, metrics_port=None, poll_interval_s=0,
-                                       max_message_bytes=1 << 20))
+def server(bundle_root):
+    running = ServerThread(local_config(bundle_root, max_message_bytes=1 << 20))
     yield running
     running.stop()
 
@@ -158,9 +150,8 @@ def test_malformed_protobuf_bytes(server):
     assert_still_serving(server.target)
 
 
-def test_bearer_token_auth(root, tmp_path):
-    server = ServerThread(ServeConfig(root, host="127.0.0.1", port=0, metrics_port=None, poll_interval_s=0,
-                                      auth_tokens=("s3cret",), admin_tokens=("adm1n",)))
+def test_bearer_token_auth(bundle_root, tmp_path):
+    server = ServerThread(local_config(bundle_root, auth_tokens=("s3cret",), admin_tokens=("adm1n",)))
     try:
         channel = grpc.insecure_channel(server.target)
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
@@ -208,11 +199,10 @@ def make_certificates(folder) -> dict:
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI to make test certificates")
-def test_mutual_tls(root, tmp_path):
+def test_mutual_tls(bundle_root, tmp_path):
     files = make_certificates(tmp_path)
-    server = ServerThread(ServeConfig(root, host="127.0.0.1", port=0, metrics_port=None, poll_interval_s=0,
-                                      tls_cert=files["server.pem"], tls_key=files["server.key"],
-                                      tls_client_ca=files["ca.pem"]))
+    server = ServerThread(local_config(bundle_root, tls_cert=files["server.pem"], tls_key=files["server.key"],
+                                       tls_client_ca=files["ca.pem"]))
     try:
         from serve.client import channel
 

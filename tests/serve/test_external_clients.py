@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from serve.client import Client
-from tests.helpers.bundles import IMG, NUM_CLASSES, start_server_process, write_bundle
+from tests.helpers.bundles import IMG, NUM_CLASSES
 from tests.helpers.runs import REPO
+from tests.helpers.servers import start_server_process
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -48,11 +49,9 @@ print(json.dumps({
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bundle")
-    write_bundle(root, 1)
-    process, port, _ = start_server_process(root, "--poll-interval-s", "0")
-    yield root, f"127.0.0.1:{port}"
+def served(bundle_root):
+    process, port, _ = start_server_process(bundle_root, "--poll-interval-s", "0")
+    yield bundle_root, f"127.0.0.1:{port}"
     process.terminate()
     process.communicate(timeout=60)
 

@@ -14,23 +14,14 @@ import grpc
 import numpy as np
 import pytest
 
-from serve.config import ServeConfig
 from serve.protos import load
-from tests.helpers.bundles import IMG, ServerThread, metric_value, oip_request, start_server_process, write_bundle
+from tests.helpers.bundles import IMG, write_bundle
+from tests.helpers.servers import ServerThread, local_config, metric_value, oip_request, start_server_process, wait_for
 
 pb, pb_grpc = load("inference")
 cpb, cpb_grpc = load("continual")
 pytestmark = pytest.mark.timeout(180)
 PIXELS = np.random.default_rng(0).standard_normal((2, 3, IMG, IMG)).astype(np.float32)
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Load:
@@ -73,8 +64,7 @@ def publish(root, version: int, staging, corrupt: bool = False, **kwargs) -> Non
 def test_hot_swap_under_load_and_broken_versions(tmp_path):
     root, staging = tmp_path / "root", tmp_path / "staging"
     write_bundle(root, 1, tasks_learned=1)
-    server = ServerThread(ServeConfig(root, host="127.0.0.1", port=0, metrics_port=None, poll_interval_s=0.1,
-                                      max_queue_delay_ms=1.0))
+    server = ServerThread(local_config(root, poll_interval_s=0.1, max_queue_delay_ms=1.0))
     load = Load(server.target)
     try:
         wait_for(lambda: len(load.versions) > 20, what="traffic on version 1")
@@ -110,8 +100,7 @@ def test_admin_reload_switches_versions_and_sticks(tmp_path):
     root = tmp_path / "root"
     write_bundle(root, 1, tasks_learned=1)
     write_bundle(root, 2, tasks_learned=2, seed=1)
-    server = ServerThread(ServeConfig(root, host="127.0.0.1", port=0, metrics_port=None, poll_interval_s=0.1,
-                                      admin_tokens=("adm1n",)))
+    server = ServerThread(local_config(root, poll_interval_s=0.1, admin_tokens=("adm1n",)))
     try:
         admin = cpb_grpc.ContinualAdminStub(grpc.insecure_channel(server.target))
         token = [("authorization", "Bearer adm1n")]

@@ -7,7 +7,6 @@ import concurrent.futures
 import io
 import shutil
 import subprocess
-import time
 
 import grpc
 import numpy as np
@@ -16,20 +15,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
-from serve.config import ServeConfig
 from serve.protos import load
-from tests.helpers.bundles import (
-    IMG,
-    MEAN,
-    NUM_CLASSES,
-    STD,
-    ServerThread,
-    class_to_task,
-    metric_value,
-    oip_outputs,
-    oip_request,
-    write_bundle,
-)
+from tests.helpers.bundles import IMG, MEAN, NUM_CLASSES, STD, class_to_task, write_bundle
+from tests.helpers.servers import ServerThread, local_config, metric_value, oip_outputs, oip_request, wait_for
 
 pb, pb_grpc = load("inference")
 cpb, cpb_grpc = load("continual")
@@ -37,7 +25,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
+def roots_by_routing(tmp_path_factory):
     """One bundle root per routing, version 1 with 2 of 3 tasks learned."""
     roots = {}
     for routing in ("task", "prompt_set", "none"):
@@ -47,9 +35,8 @@ def bundles(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def servers(bundles):
-    running = {r: ServerThread(ServeConfig(root, host="127.0.0.1", port=0, metrics_port=None, poll_interval_s=0,
-                                           max_queue_delay_ms=1.0)) for r, root in bundles.items()}
+def servers(roots_by_routing):
+    running = {r: ServerThread(local_config(root, max_queue_delay_ms=1.0)) for r, root in roots_by_routing.items()}
     yield running
     for server in running.values():
         server.stop()
@@ -94,13 +81,13 @@ def direct(folder, routing: str, x: np.ndarray, hints: np.ndarray | None = None)
 
 @pytest.mark.parametrize("routing", ["task", "prompt_set", "none"])
 @pytest.mark.parametrize("hinted", [False, True])
-def test_pipeline_equals_the_bundles_graphs(servers, bundles, routing, hinted):
+def test_pipeline_equals_the_bundles_graphs(servers, roots_by_routing, routing, hinted):
     oip, _ = stubs(servers[routing].target)
     x = pixels(6, seed=1)
     hints = np.array([0, 1, 0, 1, 1, 0], np.int64) if hinted else None
     inputs = {"pixel_values": x} | ({"task_id": hints} if hinted else {})
     response = oip.ModelInfer(oip_request(pb, "pipeline", inputs), timeout=30)
-    got, want = oip_outputs(response), direct(bundles[routing] / "1", routing, x, hints)
+    got, want = oip_outputs(response), direct(roots_by_routing[routing] / "1", routing, x, hints)
     assert response.model_version == "1" and response.id == "t"
     assert [o.name for o in response.outputs] == ["class_id", "class_name", "probabilities", "task_id",
                                                   "task_confidence"]
@@ -114,7 +101,7 @@ def test_pipeline_equals_the_bundles_graphs(servers, bundles, routing, hinted):
         assert (got["probabilities"][np.array(class_to_task())[None, :] != hints[:, None]] == 0).all()
 
 
-def test_router_skipped_and_mixed_tasks_in_one_batch(servers, bundles):
+def test_router_skipped_and_mixed_tasks_in_one_batch(servers, roots_by_routing):
     """Concurrent requests with different hints (and none) share batches; each gets its own answer."""
     server = servers["task"]
     oip, _ = stubs(server.target)
@@ -128,15 +115,14 @@ def test_router_skipped_and_mixed_tasks_in_one_batch(servers, bundles):
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         results = list(pool.map(call, cases))
     for (x, hints), got in zip(cases, results):
-        want = direct(bundles["task"] / "1", "task", x, hints)
+        want = direct(roots_by_routing["task"] / "1", "task", x, hints)
         np.testing.assert_array_equal(got["class_id"], want["class_id"])
         np.testing.assert_array_equal(got["task_id"], want["task_id"])
 
 
-def test_dynamic_batching_merges_concurrent_requests(bundles):
+def test_dynamic_batching_merges_concurrent_requests(roots_by_routing):
     """8 single-image requests queued while the batcher is held run as one batch of 8, each with its own answer."""
-    server = ServerThread(ServeConfig(bundles["task"], host="127.0.0.1", port=0, metrics_port=None,
-                                      poll_interval_s=0, max_batch_size=8))
+    server = ServerThread(local_config(roots_by_routing["task"], max_batch_size=8))
     try:
         oip, _ = stubs(server.target)
         queue = server.server.core.batchers["pipeline"]
@@ -147,7 +133,7 @@ def test_dynamic_batching_merges_concurrent_requests(bundles):
         server.loop.call_soon_threadsafe(queue.resume)
         for i, future in enumerate(futures):
             got = oip_outputs(future.result())
-            assert got["class_id"] == direct(bundles["task"] / "1", "task", pixels(1, i), None)["class_id"]
+            assert got["class_id"] == direct(roots_by_routing["task"] / "1", "task", pixels(1, i), None)["class_id"]
         text = server.metrics_text()
         assert metric_value(text, "hidecl_batch_size_sum", model="pipeline") == 8
         assert metric_value(text, "hidecl_batch_size_count", model="pipeline") == 1
@@ -155,18 +141,18 @@ def test_dynamic_batching_merges_concurrent_requests(bundles):
         server.stop()
 
 
-def test_raw_graph_models(servers, bundles):
+def test_raw_graph_models(servers, roots_by_routing):
     oip, _ = stubs(servers["task"].target)
     x = pixels(3, seed=2)
     routed = oip_outputs(oip.ModelInfer(oip_request(pb, "router", {"pixel_values": x}), timeout=30))
-    direct_router = ort.InferenceSession(str(bundles["task"] / "1" / "router.onnx"))
+    direct_router = ort.InferenceSession(str(roots_by_routing["task"] / "1" / "router.onnx"))
     np.testing.assert_array_equal(routed["task_id"], direct_router.run(["task_id"], {"pixel_values": x})[0])
     assert routed["router_logits"].shape == (3, NUM_CLASSES)
     tasks = np.array([1, 0, 1], np.int64)
     response = oip.ModelInfer(oip_request(pb, "classifier", {"pixel_values": x, "task_id": tasks},
                                           outputs=("probabilities",)), timeout=30)
     assert [o.name for o in response.outputs] == ["probabilities"]
-    want = ort.InferenceSession(str(bundles["task"] / "1" / "classifier.onnx")).run(
+    want = ort.InferenceSession(str(roots_by_routing["task"] / "1" / "classifier.onnx")).run(
         ["probabilities"], {"pixel_values": x, "task_id": tasks})[0]
     np.testing.assert_allclose(oip_outputs(response)["probabilities"], want, rtol=1e-6)
 
@@ -177,7 +163,7 @@ def png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def test_images_are_preprocessed_per_the_manifest(servers, bundles):
+def test_images_are_preprocessed_per_the_manifest(servers, roots_by_routing):
     """Encoded PNGs (RGB and grayscale, already at the input size) equal (x/255 − mean)/std through the graphs."""
     rng = np.random.default_rng(3)
     rgb = rng.integers(0, 256, (IMG, IMG, 3), dtype=np.uint8)
@@ -186,7 +172,7 @@ def test_images_are_preprocessed_per_the_manifest(servers, bundles):
     expected = (expected - np.array(MEAN, np.float32)[:, None, None]) / np.array(STD, np.float32)[:, None, None]
     oip, classifier = stubs(servers["task"].target)
     got = oip_outputs(oip.ModelInfer(oip_request(pb, "pipeline", {"images": [png(rgb), png(gray)]}), timeout=30))
-    want = direct(bundles["task"] / "1", "task", expected.astype(np.float32))
+    want = direct(roots_by_routing["task"] / "1", "task", expected.astype(np.float32))
     np.testing.assert_array_equal(got["class_id"], want["class_id"])
     np.testing.assert_allclose(got["probabilities"], want["probabilities"], rtol=1e-5, atol=1e-6)
     reply = classifier.Classify(cpb.ClassifyRequest(images=[png(rgb), png(gray)], top_k=2), timeout=30)
@@ -242,21 +228,10 @@ def test_metadata_liveness_readiness_health(servers):
         assert status == health_pb2.HealthCheckResponse.SERVING
 
 
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll `predicate` (bounded)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_full_queue_is_resource_exhausted_and_deadlines_and_cancellations(bundles):
+def test_full_queue_is_resource_exhausted_and_deadlines_and_cancellations(roots_by_routing):
     """Queue of 1, batcher held: a second request is refused, the first still answers; a request whose deadline
     passes in the queue gets DEADLINE_EXCEEDED; a cancelled one is dropped from its batch."""
-    server = ServerThread(ServeConfig(bundles["task"], host="127.0.0.1", port=0, metrics_port=None,
-                                      poll_interval_s=0, max_batch_size=64, max_queue_size=1))
+    server = ServerThread(local_config(roots_by_routing["task"], max_batch_size=64, max_queue_size=1))
     try:
         oip, _ = stubs(server.target)
         request = oip_request(pb, "pipeline", {"pixel_values": pixels(1)})
@@ -291,8 +266,8 @@ def test_full_queue_is_resource_exhausted_and_deadlines_and_cancellations(bundle
         server.stop()
 
 
-def test_metrics_page_names_and_promtool(bundles):
-    server = ServerThread(ServeConfig(bundles["task"], host="127.0.0.1", port=0, metrics_port=0, poll_interval_s=0))
+def test_metrics_page_names_and_promtool(roots_by_routing):
+    server = ServerThread(local_config(roots_by_routing["task"], metrics_port=0))
     try:
         oip, _ = stubs(server.target)
         oip.ModelInfer(oip_request(pb, "pipeline", {"images": [png(np.zeros((IMG, IMG, 3), np.uint8))]}), timeout=30)

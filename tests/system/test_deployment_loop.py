@@ -13,10 +13,11 @@ import grpc
 import numpy as np
 import pytest
 
+from benchmarks.digits import digits_test_inputs
 from export.manifest import bundle_versions, load_manifest
 from serve.client import Client
-from tests.helpers.bundles import metric_value, start_server_process
 from tests.helpers.runs import FAST, REPO, child_env, run_main
+from tests.helpers.servers import metric_value, start_server_process
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(900)]
 
@@ -67,17 +68,12 @@ def served_classes(client: Client, pixels: np.ndarray) -> set[int]:
 def test_served_model_learns_the_next_task_without_a_failed_request(tmp_path, random_backbone):
     """Serve after task 3; learn task 4 under load → version 4 is picked up; learn task 5 with a guard rail
     it cannot pass → refused, the server keeps version 4; the decisions are in the server's metrics."""
-    from train.backbones.registry import EMBEDDED_BACKBONE, backbone_spec
-    from train.data.digits import digits_arrays
-    from train.data.transforms import grayscale_to_input
-
     run, root = tmp_path / "run", tmp_path / "bundles"
     done = run_main(["digits_hideprompt", "--output_dir", str(run), f"backbone.checkpoint={random_backbone}",
                      "--until_task", "3", *FAST])
     assert done.returncode == 0, done.stderr[-2000:]
     assert python("-m", "export.promote", str(run), "--bundle", str(root)).returncode == 0
-    _, x, _, labels = digits_arrays()
-    pixels = grayscale_to_input(x, backbone_spec(EMBEDDED_BACKBONE)).numpy()
+    pixels, labels = digits_test_inputs()
 
     server, port, metrics_port = start_server_process(root, "--poll-interval-s", "0.5")
     try:

@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers.bundles import ServerThread
+from benchmarks.digits import digits_test_inputs
 from tests.helpers.runs import FAST, run_main
+from tests.helpers.servers import ServerThread, local_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -18,10 +19,6 @@ def test_served_accuracy_equals_the_trained_models(tmp_path, random_backbone):
     from export.bundle import export_bundle
     from export.manifest import load_manifest
     from serve.client import Client, evaluate
-    from serve.config import ServeConfig
-    from train.backbones.registry import EMBEDDED_BACKBONE, backbone_spec
-    from train.data.digits import digits_arrays
-    from train.data.transforms import grayscale_to_input
 
     run = tmp_path / "run"
     done = run_main(["digits_hideprompt", "--output_dir", str(run), f"backbone.checkpoint={random_backbone}", *FAST])
@@ -29,10 +26,8 @@ def test_served_accuracy_equals_the_trained_models(tmp_path, random_backbone):
     folder = export_bundle(run, tmp_path / "bundles", variants=(), backbone_checkpoint=str(random_backbone),
                            log=lambda message: None)
     manifest = load_manifest(folder)
-    _, x_test, _, y_test = digits_arrays()
-    pixels = grayscale_to_input(x_test, backbone_spec(EMBEDDED_BACKBONE)).numpy()
-    server = ServerThread(ServeConfig(tmp_path / "bundles", host="127.0.0.1", port=0, metrics_port=None,
-                                      poll_interval_s=0))
+    pixels, y_test = digits_test_inputs()
+    server = ServerThread(local_config(tmp_path / "bundles"))
     try:
         served = evaluate(Client.connect(server.target), pixels.astype(np.float32), np.asarray(y_test, np.int64))
     finally:
