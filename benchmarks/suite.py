@@ -9,7 +9,9 @@ numpy) → a 2-rank DeepSpeed run of digits_hideprompt (benchmarks/training.py: 
 alignment seconds per task, each rank's peak RSS) → the counted FLOPs of a stage-2 step → `python -m export`
 with its variants → PyTorch-eager two-step vs bare onnxruntime in this process → `python -m benchmarks.serving`
 (the server at saturation vs bare onnxruntime, latency at concurrency 1/8/32, variants, server RSS, and our
-server vs the PyTorch-eager gRPC server side by side) → BENCHMARKS.md + the raw JSON.
+server vs the PyTorch-eager gRPC server side by side) → the ViT-B section (benchmarks/vitb.py, ≤ 5 min in its own
+process; --skip-vitb and --quick leave it out) → the ort-optimized diagnosis (benchmarks/ort_levels.py) → how
+cost grows with the tasks learned (benchmarks/growth.py) → BENCHMARKS.md + the raw JSON.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from benchmarks.serving import child_env
 REPO = Path(__file__).resolve().parent.parent
 PRESET = "digits_hideprompt"
 RUN_TIMEOUT_S, EXPORT_TIMEOUT_S, SERVE_TIMEOUT_S = 420, 300, 300
+VITB_TIMEOUT_S = 300 + 60  # the ViT-B section's budget (benchmarks/vitb.py) and its last step's grace
 
 
 def log(message: str) -> None:
@@ -183,6 +186,7 @@ def suite(args: argparse.Namespace) -> dict:
                  *(["--quick"] if args.quick else [])], SERVE_TIMEOUT_S)
     figures["serving"] = json.loads(serving_json.read_text())
     figures["memory"] = server_memory(bundle, out / "memory")  # one backbone copy vs self-contained graphs
+    figures.update(vitb_and_growth(args, bundle))
     peak = figures["peak"]
     peak["end"] = engine_rates(peak["n"], peak["rounds"])
     measured = {f"{engine}, every core, {when} of the run": peak[when][engine]
@@ -193,6 +197,34 @@ def suite(args: argparse.Namespace) -> dict:
     log(f"fp32 peak: {peak['best_gflops']:.1f} GFLOP/s ({peak['source']})")
     figures["machine"]["load_average_end"] = list(os.getloadavg())
     figures["seconds"] = time.perf_counter() - started
+    return figures
+
+
+def vitb_and_growth(args: argparse.Namespace, bundle: Path) -> dict:
+    """The ViT-B section (benchmarks/vitb.py, its own bounded process; not in quick mode or with --skip-vitb), the
+    ort-optimized diagnosis on this run's bundle (benchmarks/ort_levels.py) and how cost grows with the tasks
+    (benchmarks/growth.py)."""
+    from benchmarks.growth import growth_figures
+    from benchmarks.ort_levels import level_figures
+
+    figures: dict = {}
+    if not (args.quick or args.skip_vitb):
+        vitb_json = args.out / "vitb.json"
+        vitb_json.unlink(missing_ok=True)
+        try:
+            run_command([sys.executable, "-m", "benchmarks.vitb", "--out", str(args.out / "vitb"), "--json",
+                         str(vitb_json), *(["--backbone-checkpoint", str(args.vitb_checkpoint)]
+                                           if args.vitb_checkpoint else [])], VITB_TIMEOUT_S)
+        except subprocess.SubprocessError as error:  # the report says so; the other sections stand
+            figures["vitb_error"] = f"{type(error).__name__}: {str(error)[:300]}"
+        else:
+            figures["vitb"] = json.loads(vitb_json.read_text())
+            if figures["vitb"].get("memory"):
+                figures["vitb_memory"] = figures["vitb"]["memory"]
+    figures["ort_levels"] = level_figures(bundle, args.out / "ort_levels", batch=8 if args.quick else 32,
+                                          seconds=0.3 if args.quick else 3.0, rounds=1 if args.quick else 2)
+    figures["growth"] = growth_figures(args.out / "growth", (2, 5) if args.quick else (5, 20, 100),
+                                       calls=3 if args.quick else 50)
     return figures
 
 
@@ -209,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbone-checkpoint", type=Path, help="weights for the timed run instead of the cached embedded "
                    "backbone (speed does not depend on them; the report names them)")
     p.add_argument("--quick", action="store_true", help="seconds: no training run, tiny bounded loops (tests)")
+    p.add_argument("--skip-vitb", action="store_true", help="leave out the ViT-B section (≈5 min; never in --quick)")
+    p.add_argument("--vitb-checkpoint", type=Path, help="timm-format ViT-B/16 weights for the ViT-B section "
+                   "(default: timm's seeded random init; speed and memory do not depend on the weights)")
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
     if args.bundle is not None and args.version is None:

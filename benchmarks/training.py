@@ -20,6 +20,7 @@ import os
 import resource
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, ""):  # launched as a script by deepspeed: the repository root on the path, not this folder
@@ -57,10 +58,19 @@ def count_flops(fn) -> tuple[int, object]:
     return counter.get_total_flops(), result
 
 
+def two_step_flops(router, classifier, x: torch.Tensor) -> dict[str, float]:
+    """Counted FLOPs per image of the exported two steps (export/graphs.py's RouterGraph, ClassifierGraph) on `x`:
+    the classifier's own share is its graph's count less the router call that feeds it."""
+    routed = count_flops(lambda: router(x))[0] / len(x)
+    both = count_flops(lambda: classifier(x, router(x)[0]))[0] / len(x)
+    return {"router": routed, "classifier": both - routed, "two_step": both}
+
+
 # -- one stage-2 HiDe-Prompt step, counted and timed in-process -----------------------------------------------
-def stage2_method(preset: str = "digits_hideprompt", task: int = 1):
+def stage2_method(preset: str = "digits_hideprompt", task: int = 1, backbone: str | None = None):
     """The preset's method at the start of `task` (random backbone weights: FLOPs and speed do not depend on
-    them), with old-class centroids in place so the contrastive term does its real work."""
+    them; `backbone` instead of the preset's), with old-class centroids in place so the contrastive term does its
+    real work."""
     from train.backbones.registry import backbone_spec
     from train.backbones.vit import create_vit, freeze
     from train.data.splits import split_classes
@@ -69,6 +79,8 @@ def stage2_method(preset: str = "digits_hideprompt", task: int = 1):
     from train.stats import ClassStatistics
 
     config = load_preset(preset)
+    if backbone is not None:
+        config = replace(config, backbone=replace(config.backbone, model=backbone, original_model=backbone))
     torch.manual_seed(0)
     vit = freeze(create_vit(backbone_spec(config.backbone.model)))
     classes = {"Split-Digits": 10}.get(config.data.dataset, 100)

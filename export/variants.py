@@ -6,7 +6,8 @@
 - `int8`: dynamic int8 quantisation of the MatMul weights.
 
 A variant is published when its top-1 class agrees with the fp32 graphs on at least
-`MIN_AGREEMENT` of the parity images and its accuracy is at most `MAX_ACCURACY_DROP` points lower; otherwise
+`MIN_AGREEMENT` of the parity images and its accuracy is at most `MAX_ACCURACY_DROP` points lower (and, for
+`SPEED_ONLY` variants, when it is faster than fp32 at the bundle's measurement batch); otherwise
 it is rejected with the measured reason. One that onnxruntime cannot run on this machine is rejected too, with
 the runtime's words. A converter that crashes is an error (`VariantError`), never a silent rejection.
 """
@@ -27,6 +28,10 @@ from .manifest import PROBABILITIES, GraphSpec, Measurement, Variant, file_sha25
 from .parity import BATCH, Comparison
 from .runtime import TwoStep, throughput
 
+# Variants whose only purpose is speed: published only when faster than the fp32 graphs measured just before them.
+# The transformer optimizer's offline fusion can be slower than onnxruntime's own optimisation of the plain graph at
+# session start (benchmarks/ort_levels.py measures both at each graph optimisation level).
+SPEED_ONLY = ("ort-optimized",)
 MIN_AGREEMENT = 0.99
 MAX_ACCURACY_DROP = 1.0  # percentage points
 
@@ -100,13 +105,17 @@ def build_variants(folder: Path, graphs: dict[str, GraphSpec], routing: str, wid
                                   f"{accuracy:.2f}% vs {reference.accuracy:.2f}% (max drop {MAX_ACCURACY_DROP} points)")
             else:
                 speed = throughput(runner, images, measurement.batch_size)
-                published.append(Variant(
-                    name=name, class_agreement=agreement, notes="; ".join(notes),
-                    graphs={k: g.model_copy(update={"file": f"variants/{name}/{g.file}",
-                                                    "sha256": file_sha256(target / g.file)})
-                            for k, g in graphs.items()},
-                    measurement=measurement.model_copy(
-                        update={"accuracy": accuracy, "accuracy_per_task": None, "images_per_second": speed})))
+                if name in SPEED_ONLY and speed <= measurement.images_per_second:
+                    rejected[name] = (f"not faster than fp32: {speed:.1f} vs {measurement.images_per_second:.1f} "
+                                      f"images/s at batch {measurement.batch_size} (its only purpose is speed)")
+                else:
+                    published.append(Variant(
+                        name=name, class_agreement=agreement, notes="; ".join(notes),
+                        graphs={k: g.model_copy(update={"file": f"variants/{name}/{g.file}",
+                                                        "sha256": file_sha256(target / g.file)})
+                                for k, g in graphs.items()},
+                        measurement=measurement.model_copy(
+                            update={"accuracy": accuracy, "accuracy_per_task": None, "images_per_second": speed})))
         if name in rejected:
             log(f"variant {name}: not published ({rejected[name]})")
             _remove(target)
