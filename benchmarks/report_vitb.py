@@ -130,8 +130,11 @@ def _explanations(figures: dict, v: dict, versus: dict | None, gflops: float | N
         text = (f"- **p50 vs eager missed:** at concurrency 1 ours took {ours:.0f} ms at the median, eager "
                 f"{eager:.0f} ms.")
         if "1" in bare:
-            text += (f" Bare onnxruntime needs {1000 / bare['1']:.0f} ms per image at batch 1 for the two graphs, "
-                     f"so the server added {ours - 1000 / bare['1']:.0f} ms at the median.")
+            alone = 1000 / bare["1"]
+            where = "in the graphs themselves" if alone > eager else "in what the server adds around them"
+            text += (f" Bare onnxruntime needed {alone:.0f} ms per image at batch 1 for the two graphs alone (no "
+                     f"server), {'more' if alone > eager else 'less'} than the eager server's median: the gap lies "
+                     f"{where}.")
         out.append(text)
     if fraction is not None and fraction < GRAPH_EFFICIENCY:
         p = figures["peak"]
@@ -190,7 +193,12 @@ def _training(v: dict) -> list[str]:
         return ["The ViT-B training probes were not measured in this run.", ""]
     rows = ["| probe (stage-2 HiDe-Prompt step, DeepSpeed) | precision | ZeRO | images/s per rank | peak RSS per rank "
             "| step FLOPs per image | achieved / one-thread GEMM |", "|---|---|---|---|---|---|---|"]
+    shown = [p for p in t.values() if "ranks" in p]
     for name, p in t.items():
+        if "ranks" not in p:
+            rows.append(f"| {name} | {p['precision']} | {p['zero_stage']} | not measured: "
+                        f"{p.get('failed') or p.get('skipped')} | | | |")
+            continue
         ranks = p["ranks"]
         rate = ", ".join(f"{r['images_per_second']:.2f}" for r in ranks)
         rss = ", ".join(f"{r['peak_rss_mib']:.0f} MiB" for r in ranks)
@@ -199,8 +207,12 @@ def _training(v: dict) -> list[str]:
                         for r in ranks if r.get("efficiency") is not None) or "not counted"
         counted = f"{flops / 1e9:.1f} GFLOP" if flops else "counted in one probe only (the same step)"
         rows.append(f"| {name} | {p['precision']} | {p['zero_stage']} | {rate} | {rss} | {counted} | {eff} |")
-    return rows + ["", f"Each probe: {ranks[0]['batch']} images per rank and step, {ranks[0]['steps']} timed steps "
-                   "after a warm-up step (benchmarks/vitb_training.py).", ""]
+    if not shown:
+        return rows + [""]
+    first = shown[0]["ranks"][0]
+    steps = f"{first['steps']} timed step{'s' if first['steps'] > 1 else ''}"
+    return rows + ["", f"Each probe: {first['batch']} images per rank and step, {steps} after a warm-up step "
+                   "(benchmarks/vitb_training.py).", ""]
 
 
 def _growth(growth: dict | None) -> list[str]:

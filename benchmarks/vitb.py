@@ -317,18 +317,27 @@ FLOPS_PROBE = "fp32_zero0"  # the step's FLOPs are counted once (they do not dep
 
 
 def training_probes(work: Path, budget: Budget, ranks: int = 2) -> dict:
-    """benchmarks/vitb_training.py under the DeepSpeed launcher, once per precision × ZeRO stage."""
+    """benchmarks/vitb_training.py under the DeepSpeed launcher, once per precision × ZeRO stage; a probe that
+    fails or runs out of the section's time is recorded as such, the others are kept."""
     deepspeed = str(Path(sys.executable).parent / "deepspeed")
     out = {}
     for name, (precision, stage) in PROBES.items():
+        if time.perf_counter() > _deadline[0]:
+            out[name] = {"precision": precision, "zero_stage": stage, "skipped": "the section's budget was spent"}
+            continue
         path = work / f"probe_{name}"
         shutil.rmtree(path, ignore_errors=True)
         port = str(29600 + (os.getpid() + 7) % 300)
-        run_step([deepspeed, "--master_port", port, "--num_gpus", str(ranks), "benchmarks/vitb_training.py",
-                  "--backbone", budget.backbone, "--precision", precision, "--zero", str(stage),
-                  "--steps", str(budget.probe_steps), "--out", str(path),
-                  *(["--count-flops"] if name == FLOPS_PROBE else [])],
-                 budget.probe_timeout_s, work / f"probe_{name}.log", OMP_NUM_THREADS="1")
+        try:
+            run_step([deepspeed, "--master_port", port, "--num_gpus", str(ranks), "benchmarks/vitb_training.py",
+                      "--backbone", budget.backbone, "--precision", precision, "--zero", str(stage),
+                      "--steps", str(budget.probe_steps), "--out", str(path),
+                      *(["--count-flops"] if name == FLOPS_PROBE else [])],
+                     budget.probe_timeout_s, work / f"probe_{name}.log", OMP_NUM_THREADS="1")
+        except subprocess.SubprocessError as error:
+            out[name] = {"precision": precision, "zero_stage": stage,
+                         "failed": f"{type(error).__name__}: {str(error)[-200:]}"}
+            continue
         ranks_json = [json.loads(p.read_text()) for p in sorted(path.glob("rank*.json"))]
         out[name] = {"precision": precision, "zero_stage": stage, "ranks": ranks_json}
         log(f"probe {name}: {[round(r['images_per_second'], 2) for r in ranks_json]} images/s per rank, "
