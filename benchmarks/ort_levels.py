@@ -20,10 +20,14 @@ LEVELS = ("ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")
 
 
 def width_of(backbone: str):
+    """Heads and width of a registered backbone, as export passes them; (0, 0) (the optimizer reads them from the
+    graph) for a backbone the registry does not know."""
     from export.variants import Width
-    from train.backbones.registry import backbone_spec
+    from train.backbones.registry import BACKBONES, backbone_spec
     from train.backbones.vit import create_vit
 
+    if backbone not in BACKBONES:
+        return Width(0, 0)
     vit = create_vit(backbone_spec(backbone))
     return Width(vit.blocks[0].attn.num_heads, vit.num_features)
 
