@@ -28,15 +28,16 @@ def pixels_of(tensor) -> np.ndarray:
 
 
 def predictions(runtime: BundleRuntime, outputs: dict[str, np.ndarray], top_k: int, hinted: bool) -> list:
+    """One Prediction per image: the top-k classes found for the whole batch at once (numpy, not per sample)."""
     names = runtime.manifest.class_names
     k = min(top_k or DEFAULT_TOP_K, len(names))
-    result = []
-    for probs, task, confidence in zip(outputs["probabilities"], outputs["task_id"], outputs["task_confidence"]):
-        top = np.argsort(-probs, kind="stable")[:k]
-        result.append(pb.Prediction(
-            top=[pb.ClassScore(class_id=int(c), name=names[c], probability=float(probs[c])) for c in top],
-            task_id=int(task), task_confidence=float(confidence), task_from_hint=hinted))
-    return result
+    probabilities = outputs["probabilities"]
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    scores = np.take_along_axis(probabilities, top, axis=1).tolist()
+    return [pb.Prediction(top=[pb.ClassScore(class_id=c, name=names[c], probability=p) for c, p in zip(ids, ps)],
+                          task_id=task, task_confidence=confidence, task_from_hint=hinted)
+            for ids, ps, task, confidence in zip(top.tolist(), scores, outputs["task_id"].tolist(),
+                                                 outputs["task_confidence"].tolist())]
 
 
 def model_info(runtime: BundleRuntime, versions: list[int]) -> pb.ModelInfoResponse:

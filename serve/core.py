@@ -207,11 +207,14 @@ class InferenceCore:
             stages.labels(model, "classifier").observe(result.timings.classifier)
 
     def _observe_routing(self, result: Result, hints: np.ndarray) -> None:
-        for task, confidence, hint in zip(result.outputs[TASK_ID], result.outputs[TASK_CONFIDENCE], hints):
-            source = "router" if hint == NO_HINT else "hint"
-            self.metrics.routed.labels(str(int(task)), source).inc()
-            if source == "router":
-                self.metrics.confidence.observe(float(confidence))
+        """Routed-task counters by task and source, one increment per (task, source) of the batch."""
+        routed = hints == NO_HINT
+        for source, rows in (("router", routed), ("hint", ~routed)):
+            tasks, counts = np.unique(result.outputs[TASK_ID][rows], return_counts=True)
+            for task, count in zip(tasks.tolist(), counts.tolist()):
+                self.metrics.routed.labels(str(task), source).inc(count)
+        for confidence in result.outputs[TASK_CONFIDENCE][routed].tolist():
+            self.metrics.confidence.observe(confidence)
 
     def _on_batch(self, stats: BatchStats) -> None:
         if stats.size:
