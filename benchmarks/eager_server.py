@@ -24,8 +24,8 @@ import torch
 
 from export.graphs import ClassifierGraph, RouterGraph
 from export.manifest import load_manifest
-from export.restore import restore
 from serve.protos import load
+from train import load_trained
 
 pb, pb_grpc = load("continual")
 
@@ -34,10 +34,10 @@ class EagerTwoStep:
     """router → classifier as torch modules; probabilities, task ids and task confidences as numpy."""
 
     def __init__(self, run: Path, task: int):
-        restored = restore(run, task)
-        seen = restored.split.seen_mask(restored.task)
-        self.method = restored.method.eval()
-        self.router, self.classifier = RouterGraph(self.method, seen).eval(), ClassifierGraph(self.method, seen).eval()
+        trained = load_trained(run, task)
+        self.method = trained.method
+        self.router = RouterGraph(self.method, trained.seen).eval()
+        self.classifier = ClassifierGraph(self.method, trained.seen).eval()
 
     @torch.no_grad()
     def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

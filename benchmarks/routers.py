@@ -34,7 +34,7 @@ def use_router(method, kind: str) -> None:
 
 
 def evaluate_routers(run_dir: Path) -> dict:
-    from export.restore import last_completed_task, restore
+    from train import last_completed_task, load_trained
     from train.data.registry import load_dataset
     from train.distributed import DistContext
     from train.engine import evaluate
@@ -48,7 +48,7 @@ def evaluate_routers(run_dir: Path) -> dict:
     ctx = DistContext(0, 1, 0, torch.device("cpu"))
     data = None
     for task in range(tasks):
-        run = restore(run_dir, task)
+        run = load_trained(run_dir, task)
         data = data or load_dataset(run.config.data, run.backbone.spec, run_dir)
         for kind in ROUTERS:
             use_router(run.method, kind)
@@ -56,7 +56,7 @@ def evaluate_routers(run_dir: Path) -> dict:
             A[kind][: task + 1, task], T[kind][: task + 1, task] = accuracy, identity
             if task < last:
                 auroc[kind].append(novelty_auroc(run, data, task))
-    final = restore(run_dir, last)
+    final = load_trained(run_dir, last)
     oracle = oracle_accuracy(final, data)
     rates = routing_rates(final, data)
     rows = {}

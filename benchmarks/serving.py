@@ -91,7 +91,7 @@ def accuracy(runner: BareTwoStep, pixels: np.ndarray, labels: np.ndarray, batch:
     return 100.0 * float((np.concatenate(predicted) == labels).mean())
 
 
-# a parent that restored a run holds a one-process group: its children must not inherit its rendezvous
+# a parent launched by deepspeed, or that trained in-process, holds a rendezvous: its children must not inherit it
 PROCESS_GROUP_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 

@@ -90,11 +90,11 @@ def eager_vs_onnx(run: Path, bundle: Path, batches: tuple[int, ...], seconds: fl
     from benchmarks.training import count_flops
     from export.graphs import ClassifierGraph, RouterGraph
     from export.manifest import load_manifest
-    from export.restore import restore
+    from train import load_trained
 
-    restored = restore(run)
-    seen = restored.split.seen_mask(restored.task)
-    router, classifier = RouterGraph(restored.method, seen).eval(), ClassifierGraph(restored.method, seen).eval()
+    trained = load_trained(run)
+    router = RouterGraph(trained.method, trained.seen).eval()
+    classifier = ClassifierGraph(trained.method, trained.seen).eval()
     manifest = load_manifest(bundle)
     bare = BareTwoStep.open(bundle, manifest)
     size = manifest.preprocessing.img_size

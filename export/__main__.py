@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from train.errors import UserError
+from train import UserError
 
 from .bundle import export_bundle
 from .variants import VARIANTS

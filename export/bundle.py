@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -14,10 +13,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from train import checkpoint
-from train.data.registry import load_dataset
-from train.data.splits import indices_of_classes
-from train.errors import UserError
+from train import TrainedRun, UserError, held_out_images, load_trained
 
 from .graphs import EXPORTER, ClassifierGraph, RouterGraph, export_onnx
 from .manifest import (
@@ -33,7 +29,6 @@ from .manifest import (
     file_sha256,
 )
 from .parity import Comparison, compare, describe_failure
-from .restore import RestoredRun, restore
 from .runtime import TwoStep, throughput
 from .shared_weights import share_weights, shared_weights_spec
 from .variants import VARIANTS, Width, build_variants
@@ -60,20 +55,19 @@ def export_bundle(run_dir: str | Path, out_root: str | Path, task: int | None = 
 
     `gate` sees the finished manifest before publication and raises `Refused` to keep the version out.
     """
-    run = restore(run_dir, task, backbone_checkpoint)
+    run = load_trained(run_dir, task, backbone_checkpoint)
     version = version or run.task + 1
     final = Path(out_root) / str(version)
     if final.exists():
         raise UserError(f"bundle version '{final}' already exists; versions are never overwritten: pass "
                         "--version N for another number, or export to another --out.")
-    images, labels = parity_images(run, parity_samples)
+    images, labels = held_out_images(run, parity_samples)
     with staging(final) as folder:
         graphs = write_graphs(run, images[:4], folder)
         shared = shared_weights_spec(share_weights([folder / g.file for g in graphs.values()]))
         graphs = {name: graph_spec(folder / g.file) for name, g in graphs.items()} if shared else graphs
         runner = TwoStep.open(folder, graphs, run.method.routing, shared.file if shared else None)
-        seen = run.split.seen_mask(run.task)
-        result = compare(run.method, seen, runner, images, labels, run.config.data.dataset)
+        result = compare(run.method, run.seen, runner, images, labels, run.config.data.dataset)
         if not result.parity.passed:
             raise Refused(describe_failure(result.parity) + "; nothing was written.")
         log(f"parity: {result.parity.samples} images, router agreement {result.parity.router_task_agreement}, "
@@ -107,24 +101,11 @@ def staging(final: Path):
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def parity_images(run: RestoredRun, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Test images of the learned tasks (a seeded sample of at most `limit`), preprocessed as in training."""
-    data = load_dataset(run.config.data, run.backbone.spec, run.run_dir)  # ImageFolder: the run's recorded split
-    classes = tuple(c for t in range(run.task + 1) for c in run.split.task_classes[t])
-    indices = indices_of_classes(data.test_targets, classes)
-    if len(indices) > limit:
-        keep = torch.randperm(len(indices), generator=torch.Generator().manual_seed(0))[:limit]
-        indices = [indices[i] for i in sorted(keep.tolist())]
-    pairs = [data.test[i] for i in indices]
-    return torch.stack([p[0] for p in pairs]).float(), torch.tensor([int(p[1]) for p in pairs])
-
-
-def write_graphs(run: RestoredRun, example: torch.Tensor, folder: Path) -> dict[str, GraphSpec]:
-    seen = run.split.seen_mask(run.task)
-    classifier = ClassifierGraph(run.method, seen)
+def write_graphs(run: TrainedRun, example: torch.Tensor, folder: Path) -> dict[str, GraphSpec]:
+    classifier = ClassifierGraph(run.method, run.seen)
     files = {}
     if run.method.routing != "none":
-        router = RouterGraph(run.method, seen)
+        router = RouterGraph(run.method, run.seen)
         names = router.output_names(example)
         export_onnx(router, (example,), [PIXEL_VALUES], names, folder / GRAPH_FILES["router"])
         files["router"] = folder / GRAPH_FILES["router"]
@@ -160,29 +141,18 @@ def measure(runner: TwoStep, images, result: Comparison) -> Measurement:
                        machine=machine())
 
 
-def _state(run: RestoredRun) -> dict:
-    return json.loads((checkpoint.task_dir(run.run_dir, run.task) / checkpoint.STATE).read_text())
-
-
-def class_names(run: RestoredRun) -> list[str]:
-    """The names the run's data gave its classes (folder names, dataset meta); the index for any it did not
-    name (checkpoints written before names were kept)."""
-    recorded = _state(run).get("class_names", [])
-    return [str(recorded[c]) if c < len(recorded) else str(c) for c in range(run.split.num_classes)]
-
-
-def task_infos(run: RestoredRun, names: list[str]) -> list[TaskInfo]:
+def task_infos(run: TrainedRun, names: list[str]) -> list[TaskInfo]:
     """Every task of the run with its classes. The data's named tasks are the last ones (all of ImageFolder's,
     the folder tasks after a benchmark's own); the others are "task<k>"."""
     tasks = run.split.task_classes
-    recorded = _state(run).get("task_names", [])
+    recorded = run.task_names
     first = len(tasks) - len(recorded)
     return [TaskInfo(task_id=t, name=recorded[t - first] if 0 <= first <= t else f"task{t + 1}",
                      class_ids=list(classes), class_names=[names[c] for c in classes])
             for t, classes in enumerate(tasks)]
 
 
-def build_manifest(run: RestoredRun, version: int, graphs, parity, measurement, variants, rejected) -> Manifest:
+def build_manifest(run: TrainedRun, version: int, graphs, parity, measurement, variants, rejected) -> Manifest:
     spec = run.backbone.spec
     return Manifest(
         version=version,
@@ -194,11 +164,11 @@ def build_manifest(run: RestoredRun, version: int, graphs, parity, measurement, 
         preprocessing=Preprocessing(img_size=spec.img_size, resize_size=int(round(spec.img_size / spec.crop_pct)),
                                     mean=spec.mean, std=spec.std, interpolation=spec.interpolation,
                                     crop_pct=spec.crop_pct),
-        class_names=(names := class_names(run)),
-        class_to_task=run.split.class_to_task().tolist(),
+        class_names=(names := run.class_names),
+        class_to_task=run.class_to_task.tolist(),
         tasks_learned=run.task + 1,
         num_tasks=run.split.num_tasks,
-        seen_classes=run.split.seen_classes(run.task),
+        seen_classes=run.seen_classes,
         tasks=task_infos(run, names),
         graphs=graphs,
         source=Source(run_dir=str(run.run_dir.resolve()), preset=run.config.preset, task=run.task,

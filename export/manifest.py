@@ -8,13 +8,14 @@ change a reader of the previous format would misread.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from contract.files import file_sha256
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -224,14 +225,6 @@ class Manifest(_Strict):
 
     def task_of(self, class_id: int) -> int:
         return self.class_to_task[class_id]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_manifest(folder: str | Path, verify_files: bool = True) -> Manifest:

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from train.losses import mask_logits
-from train.methods import ContinualMethod
+from train import ContinualMethod, mask_logits
 
 from .manifest import LOGITS, PROBABILITIES, PROMPT_IDS, ROUTER_LOGITS, TASK_ID, Parity
 from .runtime import TwoStep

@@ -18,11 +18,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from train.errors import UserError
+from train import UserError, last_completed_task
 
 from .bundle import Refused, export_bundle
 from .manifest import DECISIONS, Manifest, bundle_versions, load_manifest
-from .restore import last_completed_task
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from train.errors import UserError
+from train import UserError
 
 from .manifest import LOGITS, PROBABILITIES, GraphSpec, Manifest, TensorSpec, load_manifest
 

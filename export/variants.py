@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import onnx
 
-from train.errors import UserError
+from train import UserError
 
 from .manifest import PROBABILITIES, GraphSpec, Measurement, Variant, file_sha256
 from .parity import BATCH, Comparison

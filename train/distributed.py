@@ -9,7 +9,6 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-import deepspeed
 import torch
 import torch.distributed as dist
 
@@ -53,6 +52,8 @@ def _limit_cpu_threads(world_size: int) -> None:
 
 def init_distributed() -> DistContext:
     """Initialise (once) the process group: NCCL on GPUs, gloo on CPU."""
+    import deepspeed  # here and in build_engine only: loading a trained run never needs it
+
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     _default_single_process_env()
     use_cuda = torch.cuda.is_available()
@@ -90,6 +91,8 @@ def load_ds_config(name_or_path: str, micro_batch: int, clip_grad: float | None)
 
 def build_engine(module: torch.nn.Module, optimizer: torch.optim.Optimizer, ds_config: dict):
     """A DeepSpeed engine around `module` driving `optimizer` (a torch optimizer: no op compilation)."""
+    import deepspeed
+
     engine, *_ = deepspeed.initialize(model=module, optimizer=optimizer, config=ds_config)
     return engine
 

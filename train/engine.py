@@ -28,14 +28,14 @@ from .distributed import (
     load_ds_config,
     shard,
 )
-from .errors import UserError
-from .growth import check_grows, grown_state, growth_sizes, recorded_split, run_split
+from .growth import check_grows, grown_state, growth_sizes, run_split
 from .losses import mask_logits, masked_cross_entropy
 from .methods import ContinualMethod, build_method
 from .metrics import average_accuracies, summarize
 from .report import RunLog, format_matrix, named_results, plot_accuracy_matrix, write_results
 from .schedule import lr_at_epoch
 from .stats import ClassStatistics
+from .trained import check_backbone, check_method, task_checkpoint
 from .weights import LoadedBackbone, load_backbone
 
 
@@ -253,20 +253,19 @@ def run(config: RunConfig, ctx: DistContext) -> dict:
 
 def _resume(method, statistics, config, last, backbone: LoadedBackbone, log: RunLog, split: TaskSplit) -> Progress:
     """Load the last completed task; when the data now holds more tasks, grow into the model built for them."""
-    learned, stats, state = checkpoint.load_task(config.output_dir, last)
-    if state["backbone"] != backbone.identity():
-        raise UserError(f"cannot resume '{config.output_dir}': it was trained on backbone "
-                                   f"{state['backbone']}, this run uses {backbone.identity()}.")
-    old = recorded_split(state)
+    saved = task_checkpoint(config.output_dir, last)
+    check_method(saved, config.stage, config.method)
+    check_backbone(saved, backbone, "resume it with the --model and --backbone_checkpoint it was trained with")
+    old = saved.split
     check_grows(old, split, config.output_dir)
-    sizes = growth_sizes(old, split, RunConfig.from_dict(state["config"]), config)
-    method.load_state_dict(grown_state(method, learned, sizes), strict=False)
-    statistics.load_state_dict(stats)
-    checkpoint.restore_rng(state["rng"])
+    sizes = growth_sizes(old, split, saved.config, config)
+    method.load_state_dict(grown_state(method, saved.learned(), sizes), strict=False)
+    statistics.load_state_dict(saved.statistics())
+    checkpoint.restore_rng(saved.state["rng"])
     log.event("resume", f"resuming after task {last + 1} from {checkpoint.task_dir(config.output_dir, last)}"
               + (f", grown from {old.num_tasks} tasks / {old.num_classes} classes to {split.num_tasks} / "
                  f"{split.num_classes}" if sizes else ""))
-    return Progress.from_dict(state["progress"], split.num_tasks)
+    return Progress.from_dict(saved.state["progress"], split.num_tasks)
 
 
 def run_task(method, task, data, split, statistics, progress: Progress, config: RunConfig, ctx: DistContext,

@@ -15,12 +15,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: import the `train` package, not sibling modules
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-    sys.path.insert(0, str(_here.parent))
+if __package__ in (None, ""):  # run as a script (deepspeed train/<this>.py): import as `python -m` would
+    import script_path  # noqa: F401  (train/script_path.py, importable as a sibling before `train` is)
 
-from train import checkpoint  # noqa: E402
 from train.config import ConfigError, RunConfig, replace_path  # noqa: E402
 from train.data.folder_scan import resolve_folder_tasks  # noqa: E402
 from train.errors import UserError, exit_code_of  # noqa: E402
@@ -47,11 +44,10 @@ def with_task_folder(config: RunConfig, run_dir: Path, learned: int, folder: Pat
 def next_task_config(run_dir: Path, overrides: list[str], task_data: Path | None = None) -> RunConfig:
     """The run's config (with `task_data` as a new task), resumed and stopped after the task after its last
     completed one."""
-    last = checkpoint.latest_task(run_dir)
-    if last is None:
-        raise UserError(f"'{run_dir}' holds no completed task: train it first (deepspeed train/main.py PRESET "
-                        f"--output_dir {run_dir} --until_task K).")
-    config = RunConfig.from_dict(checkpoint.load_task(run_dir, last)[2]["config"])
+    from train.trained import task_checkpoint
+
+    saved = task_checkpoint(run_dir)
+    last, config = saved.task, saved.config
     if task_data is not None:
         config = with_task_folder(config, run_dir, last + 1, task_data)
     if last + 1 >= config.data.num_tasks:

@@ -25,6 +25,7 @@ from .backbones.vit import create_vit
 from .data.glyphs import GLYPHS, render_glyph_dataset
 from .data.transforms import grayscale_to_input
 from .distributed import DistContext, all_reduce_sum, barrier, build_engine, init_distributed, load_ds_config
+from .errors import UserError
 from .paths import cache_root
 
 
@@ -47,6 +48,15 @@ class PretrainConfig:
 
 def weights_path(config: PretrainConfig) -> Path:
     return cache_root() / "backbones" / f"{config.backbone}-{config.key()}.safetensors"
+
+
+def cached_weights(config: PretrainConfig) -> Path:
+    """The cached weights, without pretraining (no process group): a UserError naming the fix when missing."""
+    path = weights_path(config)
+    if not path.is_file():
+        raise UserError(f"the embedded backbone's weights are not cached at '{path}': pretrain them with "
+                        "`python -m train.pretrain` (the same cache: set HIDECL_CACHE as the training run had it).")
+    return path
 
 
 def _one_cycle(optimizer: torch.optim.Optimizer, config: PretrainConfig, total_steps: int):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,10 +16,12 @@ from .backbones.registry import AUGREG_BACKBONE, EMBEDDED_BACKBONE, backbone_spe
 from .backbones.spec import BackboneSpec
 from .backbones.vit import create_vit, freeze, weights_hash
 from .config import BackboneConfig
-from .distributed import DistContext
 from .errors import UserError
 from .hub import hub_state_dict, is_hub_name
-from .pretrain import PretrainConfig, ensure_pretrained
+from .pretrain import PretrainConfig, cached_weights, ensure_pretrained
+
+if TYPE_CHECKING:
+    from .distributed import DistContext
 
 AUGREG_FILE = "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.01-res_224.npz"
 # The reference's checkpoint locations (relative to the working directory) and where to get each file.
@@ -112,7 +115,11 @@ def resolve_spec(config: BackboneConfig) -> BackboneSpec:
 
 
 def load_backbone(config: BackboneConfig, ctx: DistContext | None) -> LoadedBackbone:
-    """The frozen pretrained backbone; the embedded one is pretrained and cached on first use."""
+    """The frozen pretrained backbone; the embedded one is pretrained and cached on first use.
+
+    `ctx` is the training run's process group, in which the ranks pretrain the embedded backbone together when
+    no rank has it cached yet; None (loading a trained run) needs no process group and finds it cached.
+    """
     spec = resolve_spec(config)
     if config.checkpoint == RANDOM_INIT:
         vit = freeze(random_vit(spec))
@@ -140,5 +147,6 @@ def _checkpoint_path(config: BackboneConfig, spec: BackboneSpec, ctx: DistContex
     if config.checkpoint:
         return Path(config.checkpoint)
     if spec.name == EMBEDDED_BACKBONE:
-        return ensure_pretrained(PretrainConfig(backbone=spec.name), ctx)
+        pretrained = PretrainConfig(backbone=spec.name)
+        return cached_weights(pretrained) if ctx is None else ensure_pretrained(pretrained, ctx)
     return Path(DEFAULT_CHECKPOINTS[spec.name][0])

@@ -13,17 +13,19 @@ import json
 import os
 from pathlib import Path
 
+# The few-shot settings that decide which episodes are drawn and how they are fitted: part of every record's
+# fingerprint, and what makes two backbones' summaries comparable.
+EPISODE_SETTINGS = ("datasets", "continual_classes_per_dataset", "few_shot_classes_per_dataset", "few_shot_dataset_idx",
+                    "few_class_idx", "num_ways", "num_shots", "num_queries", "num_episodes", "num_fs_epochs", "fs_lr")
+
+
+def episode_settings(fewshot) -> dict:
+    """The EPISODE_SETTINGS of a FewShotConfig, by name."""
+    return {name: getattr(fewshot, name) for name in EPISODE_SETTINGS}
+
 
 def fingerprint(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def backbone_dir(output_dir: str | Path, backbone: str) -> Path:

@@ -11,14 +11,13 @@ from pathlib import Path
 from ..config import FEW_SHOT_BACKBONES, FewShotRunConfig
 from ..report import RunLog, write_results
 from . import records
-from .runner import EPISODE_SETTINGS
 from .summary import paired_difference
 
 UPSTREAM_KEYS = ("final_average_accuracy", "cumulative_average_accuracy", "final_forgetting", "train_seconds")
 
 
 def _settings(config: FewShotRunConfig) -> dict:
-    return json.loads(json.dumps({name: getattr(config.fewshot, name) for name in EPISODE_SETTINGS}))
+    return json.loads(json.dumps(records.episode_settings(config.fewshot)))
 
 
 def comparable_summaries(config: FewShotRunConfig) -> dict[str, dict]:

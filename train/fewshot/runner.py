@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
+from contract.files import file_sha256
+
 from .. import checkpoint
 from ..backbones.registry import backbone_spec
 from ..backbones.vit import cls_features
@@ -26,17 +28,15 @@ from ..engine import seed_everything
 from ..errors import UserError
 from ..peft.lora import merge_lora
 from ..report import RunLog
+from ..trained import check_backbone, task_checkpoint
 from ..weights import LoadedBackbone, load_backbone
 from . import records
 from .data import UpstreamLayout, load_member
 from .episode import accuracy, fit_head, majority_slot
+from .results import write_study_results
 from .sampling import Episode, episodes_of_rank, sample_episode
 from .summary import summarize
 from .upstream import check_finished
-
-EPISODE_SETTINGS = ("datasets", "continual_classes_per_dataset", "few_shot_classes_per_dataset", "few_shot_dataset_idx",
-                    "few_class_idx", "num_ways", "num_shots", "num_queries", "num_episodes", "num_fs_epochs", "fs_lr")
-
 
 SOURCES = {"vanilla": (), "shared": ("shared",), "vanilla+shared": ("vanilla", "shared")}  # upstream runs used
 
@@ -55,13 +55,10 @@ class Upstream:
 
 def _final_learned(output_dir: str, num_tasks: int, stage: str, backbone: LoadedBackbone) -> tuple[dict, str]:
     check_finished(output_dir, num_tasks, stage)
-    last = num_tasks - 1  # after every upstream task (the reference reads task{tasks_per_dataset[0]}: see README)
-    learned, _, state = checkpoint.load_task(output_dir, last)
-    if state["backbone"] != backbone.identity():
-        raise UserError(f"the {stage} run '{output_dir}' was trained on backbone {state['backbone']}, "
-                                   f"this run uses {backbone.identity()}: use the same --model and weights.")
-    path = checkpoint.task_dir(output_dir, last) / checkpoint.LEARNED
-    return learned, records.file_sha256(path)
+    # after every upstream task (the reference reads task{tasks_per_dataset[0]}: see README)
+    saved = task_checkpoint(output_dir, num_tasks - 1)
+    check_backbone(saved, backbone, f"train the {stage} model with the same --model and weights as this run")
+    return saved.learned(), file_sha256(saved.folder / checkpoint.LEARNED)
 
 
 def load_upstream(config: FewShotRunConfig, backbone: LoadedBackbone) -> Upstream:
@@ -161,7 +158,7 @@ def run_episode(kind: str, episode: Episode, data: ContinualData, frozen: Frozen
 
 
 def episode_fingerprint(config: FewShotRunConfig, kind: str, backbone: LoadedBackbone, upstream: Upstream) -> str:
-    settings = {name: getattr(config.fewshot, name) for name in EPISODE_SETTINGS}
+    settings = records.episode_settings(config.fewshot)
     used = {name: upstream.sources[name] for name in SOURCES[kind]}
     return records.fingerprint({"settings": settings, "seed": config.run.seed, "backbone": backbone.identity(),
                                 "kind": kind, "lora": [config.run.lora.rank, config.run.lora.alpha], "sources": used})
@@ -197,7 +194,7 @@ def summarize_backbone(kind: str, expected: str, config: FewShotRunConfig) -> di
     accuracies = [r["accuracy"] for r in found]
     slots = [r["lora_slot"] for r in found]
     summary = {**summarize(accuracies), "backbone": kind, "accuracies": accuracies, "lora_slots": slots,
-               "settings": {name: getattr(config.fewshot, name) for name in EPISODE_SETTINGS},
+               "settings": records.episode_settings(config.fewshot),
                "seed": config.run.seed, "fingerprint": expected}
     records.write_json_atomic(records.backbone_dir(out, kind) / "summary.json", summary)
     return summary
@@ -205,8 +202,6 @@ def summarize_backbone(kind: str, expected: str, config: FewShotRunConfig) -> di
 
 def run_few_shot(config: FewShotRunConfig, ctx: DistContext) -> dict | None:
     """Every `--fs_backbone` in turn; rank 0 writes and returns the study's results (other ranks: None)."""
-    from .results import write_study_results
-
     run, fewshot = config.run, config.fewshot
     log = RunLog(run.output_dir, ctx.is_main)
     seed_everything(run.seed)

@@ -14,6 +14,7 @@ from ..errors import UserError
 from ..methods.base import ContinualMethod
 from ..report import RunLog
 from ..stats import ClassStatistics
+from ..trained import check_backbone, check_method, task_checkpoint
 from ..weights import LoadedBackbone, load_backbone
 from .data import UpstreamLayout, load_member, upstream_data
 from .models import SharedLoraModel, VanillaModel
@@ -48,14 +49,13 @@ def build_model(config: FewShotRunConfig, stage: str, backbone: LoadedBackbone, 
 
 
 def _resume(model: ContinualMethod, run: RunConfig, last: int, backbone: LoadedBackbone, log: RunLog) -> Progress:
-    learned, _, state = checkpoint.load_task(run.output_dir, last)
-    if state["backbone"] != backbone.identity():
-        raise UserError(f"cannot resume '{run.output_dir}': it was trained on backbone {state['backbone']}, "
-                        f"this run uses {backbone.identity()}.")
-    model.load_state_dict(learned, strict=False)
-    checkpoint.restore_rng(state["rng"])
-    log.event("resume", f"resuming after task {last + 1} from {checkpoint.task_dir(run.output_dir, last)}")
-    return Progress.from_dict(state["progress"])
+    saved = task_checkpoint(run.output_dir, last)
+    check_method(saved, run.stage, run.method)
+    check_backbone(saved, backbone, "resume it with the --model and --backbone_checkpoint it was trained with")
+    model.load_state_dict(saved.learned(), strict=False)
+    checkpoint.restore_rng(saved.state["rng"])
+    log.event("resume", f"resuming after task {last + 1} from {saved.folder}")
+    return Progress.from_dict(saved.state["progress"])
 
 
 def run_stage(config: FewShotRunConfig, stage: str, ctx: DistContext) -> dict:
