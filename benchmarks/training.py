@@ -23,10 +23,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-if __package__ in (None, ""):  # launched as a script by deepspeed: the repository root on the path, not this folder
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-    sys.path.insert(0, str(_here.parent))
+if __package__ in (None, ""):  # launched as a script by deepspeed: import as `python -m benchmarks.training` would
+    import train.script_path  # noqa: F401
 
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402

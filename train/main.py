@@ -11,10 +11,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: import the `train` package, not sibling modules
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-    sys.path.insert(0, str(_here.parent))
+if __package__ in (None, ""):  # run as a script (deepspeed train/<this>.py): import as `python -m` would
+    import script_path  # noqa: F401  (train/script_path.py, importable as a sibling before `train` is)
 
 from train.cli import parse_or_exit  # noqa: E402
 from train.config import RunConfig  # noqa: E402
