@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import timm
 import torch
-from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import Attention, VisionTransformer
 
 from .spec import BackboneSpec
 
@@ -35,3 +36,20 @@ def weights_hash(module: torch.nn.Module) -> str:
 def cls_features(vit: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
     """Uninstructed `pre_logits` (the selected token after the final norm)."""
     return vit.forward_head(vit.forward_features(x), pre_logits=True)
+
+
+AttentionFn = Callable[[Attention, torch.Tensor], torch.Tensor]  # (the block's attention, its normed input) → output
+
+
+def features_with_attention(vit: VisionTransformer, x: torch.Tensor, attention: dict[int, AttentionFn]) -> torch.Tensor:
+    """Instructed `pre_logits`: timm's forward, except that block `i` in `attention` attends with `attention[i]`
+    (prefix prompts, LoRA) instead of its own `attn`; every other block runs unchanged."""
+    x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+    for index, block in enumerate(vit.blocks):
+        attend = attention.get(index)
+        if attend is None:
+            x = block(x)
+            continue
+        x = x + block.drop_path1(block.ls1(attend(block.attn, block.norm1(x))))
+        x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+    return vit.forward_head(vit.norm(x), pre_logits=True)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import copy
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Attention, VisionTransformer
 from torch import nn
+
+from ..backbones.vit import features_with_attention
 
 
 class LoraPool(nn.Module):
@@ -70,15 +73,8 @@ def lora_attention(attn: Attention, x: torch.Tensor, a: torch.Tensor, b: torch.T
 def lora_features(vit: VisionTransformer, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                   scaling: float) -> torch.Tensor:
     """Instructed `pre_logits` with LoRA in blocks `0..L-1`; `a: (2, L, [B,] D, r)`, `b: (2, L, [B,] r, D)`."""
-    x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
-    for index, block in enumerate(vit.blocks):
-        if index >= a.shape[1]:
-            x = block(x)
-            continue
-        attended = lora_attention(block.attn, block.norm1(x), a[:, index], b[:, index], scaling)
-        x = x + block.drop_path1(block.ls1(attended))
-        x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
-    return vit.forward_head(vit.norm(x), pre_logits=True)
+    return features_with_attention(vit, x, {index: partial(lora_attention, a=a[:, index], b=b[:, index],
+                                                           scaling=scaling) for index in range(a.shape[1])})
 
 
 @torch.no_grad()

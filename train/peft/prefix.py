@@ -6,10 +6,14 @@ in chosen blocks; queries, sequence length and the cls position are unchanged.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import Attention, VisionTransformer
 from torch import nn
+
+from ..backbones.vit import features_with_attention
 
 
 class PrefixPromptPool(nn.Module):
@@ -76,13 +80,5 @@ def prompted_features(
     vit: VisionTransformer, x: torch.Tensor, prefixes: torch.Tensor, layers: tuple[int, ...]
 ) -> torch.Tensor:
     """Instructed `pre_logits`: the ViT forward with `prefixes[i]` injected into block `layers[i]`."""
-    by_block = dict(zip(layers, prefixes))
-    x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
-    for index, block in enumerate(vit.blocks):
-        if index not in by_block:
-            x = block(x)
-            continue
-        attended = prefix_attention(block.attn, block.norm1(x), by_block[index])
-        x = x + block.drop_path1(block.ls1(attended))
-        x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
-    return vit.forward_head(vit.norm(x), pre_logits=True)
+    return features_with_attention(vit, x, {layer: partial(prefix_attention, prefix=prefix)
+                                            for layer, prefix in zip(layers, prefixes)})
