@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import statistics
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,15 @@ def runner_at(folder: Path, files: dict[str, str], routing: str, level: str):
     return TwoStep(sessions, routing)
 
 
+def changed_operators(plain: Path, optimized: Path) -> dict[str, list[int]]:
+    """{operator: [count in the plain graph, count in the offline build]} for the operators whose count changed."""
+    import onnx
+
+    before, after = (Counter(n.op_type for n in onnx.load(str(p), load_external_data=False).graph.node)
+                     for p in (plain, optimized))
+    return {op: [before[op], after[op]] for op in sorted(set(before) | set(after)) if before[op] != after[op]}
+
+
 def level_figures(folder: Path, work: Path, batch: int, seconds: float, rounds: int = 2) -> dict:
     from benchmarks.serving import timed_rate
     from export.manifest import load_manifest
@@ -55,7 +65,9 @@ def level_figures(folder: Path, work: Path, batch: int, seconds: float, rounds: 
     notes = [optimize(folder / file, work / file, width_of(manifest.backbone.name)) for file in files.values()]
     size = manifest.preprocessing.img_size
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
-    out: dict = {"batch": batch, "rounds": rounds, "fused": notes, "server_level": "ORT_ENABLE_ALL", "by_level": {}}
+    out: dict = {"batch": batch, "rounds": rounds, "fused": notes, "server_level": "ORT_ENABLE_ALL",
+                 "operators_changed": {name: changed_operators(folder / file, work / file)
+                                       for name, file in files.items()}, "by_level": {}}
     for level in LEVELS:
         pair = {"fp32": runner_at(folder, files, manifest.routing, level),
                 "ort-optimized": runner_at(work, files, manifest.routing, level)}

@@ -178,6 +178,10 @@ def _ort_levels(levels: dict | None) -> list[str]:
             "| session level | fp32 graphs | ort-optimized graphs | ort-optimized / fp32 |", "|---|---|---|---|"]
     for level, r in levels["by_level"].items():
         rows.append(f"| {level} | {r['fp32']:.1f} | {r['ort-optimized']:.1f} | {r['ratio']:.2f}× |")
+    for graph, ops in levels.get("operators_changed", {}).items():
+        changes = ", ".join(f"{op} {a} → {b}" for op, (a, b) in ops.items()) or "none"
+        rows += ["", f"Operators of the {graph} graph whose count the offline build changed (plain → offline): "
+                 f"{changes}."]
     at_server = levels["by_level"].get(levels["server_level"])
     if at_server is not None:
         verdict = "faster" if at_server["ratio"] > 1 else "not faster"

@@ -1,7 +1,8 @@
 """The ViT-B section of `make bench`: the realistic model size (ViT-B/16 at 224) trained, exported, served and
 measured on this machine, in one bounded run.
 
-    python -m benchmarks.vitb --out DIR --json vitb.json [--budget-s 300] [--backbone-checkpoint FILE] [--quick]
+    python -m benchmarks.vitb --out DIR --json vitb.json [--budget-s 300] [--step-timeout-scale 1]
+                              [--backbone-checkpoint FILE] [--quick]
 
 Weights: a local timm-format file (--backbone-checkpoint), else timm's seeded random initialisation
 (`backbone.checkpoint=random`; speed and memory do not depend on the weights, accuracy means nothing and the figures
@@ -415,12 +416,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "output" / "bench" / "vitb", help="work folder (git-ignored)")
     p.add_argument("--json", type=Path, required=True, help="where the figures go")
     p.add_argument("--budget-s", type=float, help="the section's wall-time budget (default 300; quick: 600)")
+    p.add_argument("--step-timeout-scale", type=float, default=1.0,
+                   help="multiply every step's timeout (a machine shared with other load)")
     p.add_argument("--backbone-checkpoint", type=Path, help="a local timm-format ViT-B file instead of random init")
     p.add_argument("--quick", action="store_true", help="the same steps on the embedded backbone, tiny loops")
     args = p.parse_args(argv)
     budget = Budget.quick() if args.quick else Budget()
-    if args.budget_s:
-        budget = Budget(**{**budget.__dict__, "total_s": args.budget_s})
+    timeouts = {k: v * args.step_timeout_scale for k, v in budget.__dict__.items() if k.endswith("_timeout_s")}
+    budget = Budget(**{**budget.__dict__, **timeouts, **({"total_s": args.budget_s} if args.budget_s else {})})
     figures = section(args.out, budget, args.backbone_checkpoint)
     args.json.write_text(json.dumps(figures, indent=1))
     log(f"section done in {figures['seconds']:.0f} s → {args.json}")

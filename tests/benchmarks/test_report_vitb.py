@@ -68,6 +68,8 @@ def vitb_figures() -> dict:
         "hidelora_run": _run(53.9), "hidelora_export": _export(39.1)}
     figures["ort_levels"] = {"batch": 32, "rounds": 2, "fused": ["router.onnx: fused {'SkipLayerNormalization': 12}"],
                              "server_level": "ORT_ENABLE_ALL",
+                             "operators_changed": {"classifier": {"SkipLayerNormalization": [0, 12],
+                                                                  "Transpose": [20, 35]}},
                              "by_level": {level: {"fp32": 1301.3 + i, "ort-optimized": 911.7 + i,
                                                   "ratio": (911.7 + i) / (1301.3 + i)}
                                           for i, level in enumerate(("ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED",
@@ -147,6 +149,8 @@ def test_variants_training_and_growth_rows():
            "(16 images) | 168.8 MiB |" in text
     assert "NotImplemented: no bf16 MatMul" in text
     assert "At the server's level the offline build is not faster (0.70× the plain graphs" in text
+    assert "classifier graph whose count the offline build changed (plain → offline): SkipLayerNormalization 0 → 12, " \
+           "Transpose 20 → 35." in text
     assert ("| fp32_zero0 | fp32 | 0 | 0.62, 0.63 | 1901 MiB, 1905 MiB | 107.0 GFLOP | 42% of 73.9 GFLOP/s, 43% of "
             "73.9 GFLOP/s |") in text
     assert "| fp32_zero2 | fp32 | 2 |" in text and "| bf16_zero0 | bf16 | 0 |" in text
