@@ -160,7 +160,9 @@ def _variants(figures: dict, v: dict) -> list[str]:
         engine = "onnxruntime, dynamic int8 MatMul/Gemm" if name == "int8" else f["engine"]
         fp32 = ", ".join(f"{r:.2f}" for r in f["fp32_images_per_second"])
         size = _mib(f.get("bytes")) if f.get("bytes") else "n/a (not an exported graph)"
-        rows.append(f"| {name} | {engine} | {f['images_per_second']:.2f} (batch {f['batch']}) | "
+        calls = f.get("timed_calls")
+        timed = f", {calls} timed call{'s' if calls > 1 else ''}" if calls else ""
+        rows.append(f"| {name} | {engine} | {f['images_per_second']:.2f} (batch {f['batch']}{timed}) | "
                     f"{f['speedup']:.2f}× (fp32 {fp32}) | {f['agreement']:.3f} ({f['images']} images) | {size} |")
     bf16 = v.get("bf16")
     if bf16 is not None:
