@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -92,8 +93,18 @@ def run_step(argv: list[str], timeout_s: float, log_file: Path, **env: str) -> f
     timeout = min(timeout_s, max(GRACE_S, _deadline[0] + GRACE_S - started))
     log(f"{' '.join(argv)}  (timeout {timeout:.0f} s)")
     with open(log_file, "w") as out:
-        subprocess.run(argv, cwd=REPO, check=True, timeout=timeout, stdout=out, stderr=subprocess.STDOUT,
-                       env=child_env(**env))
+        # its own process group: on a timeout the launcher's ranks go too (killing the launcher alone leaves them
+        # running, writing into the next step's folders)
+        process = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=child_env(**env),
+                                   start_new_session=True)
+        try:
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+    if code:
+        raise subprocess.CalledProcessError(code, argv, f"see {log_file}")
     return time.perf_counter() - started
 
 
