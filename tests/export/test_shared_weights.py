@@ -141,3 +141,13 @@ def test_a_shared_weights_file_outside_the_version_folder_is_refused(bundles, tm
     (folder / "manifest.json").write_text(text)
     with pytest.raises(ManifestError, match="must be a path inside the version folder"):
         load_manifest(folder, verify_files=False)
+
+
+def test_graphs_that_share_nothing_stay_self_contained(tmp_path):
+    """Different features layers (the helper's bundles) or a single graph: no file, graphs untouched."""
+    folder = write_bundle(tmp_path, 1, "task")
+    before = {p.name: file_sha256(p) for p in folder.glob("*.onnx")}
+    assert share_weights([folder / "router.onnx", folder / "classifier.onnx"]) is None
+    assert share_weights([folder / "classifier.onnx"]) is None
+    assert {p.name: file_sha256(p) for p in folder.glob("*.onnx")} == before
+    assert not (folder / WEIGHTS_FILE).exists()
