@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmarks.digits import write_test_npz
 from serve.client import Client, wait_ready
+from train import per_task_accuracy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,15 +60,14 @@ class Load:
             time.sleep(0.02)
 
 
-def per_task_accuracy(client: Client, pixels: np.ndarray, labels: np.ndarray, class_to_task: np.ndarray):
+def served_per_task_accuracy(client: Client, pixels: np.ndarray, labels: np.ndarray, class_to_task: np.ndarray):
     """(answering version, served top-1 accuracy % per task over the test images)."""
     predicted, version = [], 0
     for start in range(0, len(labels), 64):
         response = client.classify(pixels=pixels[start:start + 64], top_k=1)
         predicted += [p.top[0].class_id for p in response.predictions]
         version = response.bundle_version
-    hits, tasks = np.array(predicted) == labels, class_to_task[labels]
-    return version, [100.0 * hits[tasks == t].mean() for t in range(tasks.max() + 1)]
+    return version, per_task_accuracy(np.array(predicted), labels, class_to_task)
 
 
 def step(title: str, command: list[str], env: dict[str, str], log: Path, allowed: tuple[int, ...] = (0,)) -> int:
@@ -136,7 +136,7 @@ def serve_and_learn(args, server, deepspeed, promote, pixels, labels, env) -> in
     wait_ready(client, 120)
     info = client.info()
     class_to_task = np.asarray(info.class_to_task)
-    rows = [per_task_accuracy(client, pixels, labels, class_to_task)]
+    rows = [served_per_task_accuracy(client, pixels, labels, class_to_task)]
     load = Load(Client.connect(f"127.0.0.1:{args.port}"), pixels)
     thread = threading.Thread(target=load.run, daemon=True)
     thread.start()
@@ -147,7 +147,7 @@ def serve_and_learn(args, server, deepspeed, promote, pixels, labels, env) -> in
         if step(f"publish version {task}", promote, env, args.workdir / f"publish{task}.log", (0, 3)) == 3:
             continue  # refused by a guard rail: the server keeps the version it has
         swaps.append(wait_for_version(client, task, 120))
-        rows.append(per_task_accuracy(client, pixels, labels, class_to_task))
+        rows.append(served_per_task_accuracy(client, pixels, labels, class_to_task))
     load.stop.set()
     thread.join(timeout=30)
     report(rows, load, swaps, args.first_tasks)

@@ -137,11 +137,11 @@ def machine() -> dict:
     import onnxruntime
     import timm
 
+    from export.machine import cpu_name
+
     cpuinfo = Path("/proc/cpuinfo").read_text()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-               platform.processor())
     cuda = torch.cuda.is_available()
-    return {"cpu": cpu, "cores": os.cpu_count(), "cpu_flags": cpu_flags(cpuinfo),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "cpu_flags": cpu_flags(cpuinfo),
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
             "cuda_available": cuda, "gpu": torch.cuda.get_device_name(0) if cuda else None,
             "load_average_start": list(os.getloadavg()), "python": platform.python_version(),

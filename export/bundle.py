@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ import torch
 from train import TrainedRun, UserError, held_out_images, load_trained
 
 from .graphs import EXPORTER, ClassifierGraph, RouterGraph, export_onnx
+from .machine import onnxruntime_cpu_machine
 from .manifest import (
     PIXEL_VALUES,
     Backbone,
@@ -41,10 +41,6 @@ DTYPES = {onnx.TensorProto.FLOAT: "FP32", onnx.TensorProto.FLOAT16: "FP16", onnx
 
 class Refused(UserError):
     """The bundle was built but must not be published (parity failed, or a guard rail said no)."""
-
-
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, onnxruntime CPU"
 
 
 def export_bundle(run_dir: str | Path, out_root: str | Path, task: int | None = None, version: int | None = None,
@@ -138,7 +134,7 @@ def measure(runner: TwoStep, images, result: Comparison) -> Measurement:
     batch = min(BENCH_BATCH, len(images))  # never more than the held-out images (a ViT-B export checks a few)
     return Measurement(accuracy=result.accuracy, accuracy_per_task=result.accuracy_per_task,
                        images_per_second=throughput(runner, images, batch), batch_size=batch,
-                       machine=machine())
+                       machine=onnxruntime_cpu_machine())
 
 
 def task_infos(run: TrainedRun, names: list[str]) -> list[TaskInfo]:

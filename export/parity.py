@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from train import ContinualMethod, mask_logits
+from train import ContinualMethod, mask_logits, per_task_accuracy
 
 from .manifest import LOGITS, PROBABILITIES, PROMPT_IDS, ROUTER_LOGITS, TASK_ID, Parity
 from .runtime import TwoStep
@@ -22,11 +22,6 @@ class Comparison:
     accuracy: float  # % of the served (onnxruntime) top-1 classes that are right
     predictions: np.ndarray  # served top-1 classes
     accuracy_per_task: list[float]  # the same per learned task (test images of that task's classes)
-
-
-def per_task_accuracy(predictions: np.ndarray, labels: np.ndarray, class_to_task: np.ndarray) -> list[float]:
-    tasks = class_to_task[labels]
-    return [float((predictions[tasks == t] == labels[tasks == t]).mean() * 100) for t in range(tasks.max() + 1)]
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ The API for other packages (export, benchmarks, tools), importable as `from trai
   eval mode on the CPU, with its config, split, seen classes, class→task map, class names; no process group.
 - `last_completed_task(run_dir)`, `held_out_images(run, limit)`: which task a run has reached; its test images.
 - `UserError`: an expected mistake whose message names the fix; `ContinualMethod`, `mask_logits`: what inference
-  with a loaded method calls.
+  with a loaded method calls; `per_task_accuracy`: top-1 % per task of any predictions (numpy only).
 
 Names are resolved on first use, so `import train` stays cheap (no torch until one is used).
 """
@@ -24,14 +24,16 @@ _PUBLIC = {
     "UserError": "train.errors",
     "ContinualMethod": "train.methods",
     "mask_logits": "train.losses",
+    "per_task_accuracy": "train.metrics",
 }
 __all__ = ["ContinualMethod", "TrainedRun", "UserError", "held_out_images", "last_completed_task", "load_trained",
-           "mask_logits"]
+           "mask_logits", "per_task_accuracy"]
 
 if TYPE_CHECKING:
     from .errors import UserError
     from .losses import mask_logits
     from .methods import ContinualMethod
+    from .metrics import per_task_accuracy
     from .trained import TrainedRun, held_out_images, last_completed_task, load_trained
 
 

@@ -8,6 +8,12 @@ from __future__ import annotations
 import numpy as np
 
 
+def per_task_accuracy(predictions: np.ndarray, labels: np.ndarray, class_to_task: np.ndarray) -> list[float]:
+    """Top-1 accuracy (%) of `predictions` on the images of each task 0..(last task among `labels`)."""
+    tasks = class_to_task[labels]
+    return [float((predictions[tasks == t] == labels[tasks == t]).mean() * 100) for t in range(tasks.max() + 1)]
+
+
 def final_average_accuracy(A: np.ndarray) -> float:
     """FAA: mean accuracy over all tasks after the last task."""
     return float(np.mean(A[:, -1]))
