@@ -25,8 +25,8 @@ from .config import ServeConfig
 from .errors import InvalidArgument, NotFound, ServeError, Unavailable
 from .metrics import Metrics
 from .preprocess import ImageError, preprocess
-from .registry import ModelRegistry
 from .runtime import NO_HINT, BundleRuntime, numpy_dtype
+from .versions import ModelRegistry
 
 log = logging.getLogger("serve.requests")
 PIPELINE, ROUTER, CLASSIFIER = "pipeline", "router", "classifier"

@@ -32,8 +32,8 @@ from .oip import InferenceServicer
 from .oip import pb as oip_pb
 from .oip import pb_grpc as oip_grpc
 from .protos import pool
-from .registry import ModelRegistry
 from .runtime import BundleRuntime
+from .versions import ModelRegistry
 from .wire import MalformedRequests
 
 log = logging.getLogger("serve")

@@ -200,7 +200,7 @@ def test_odd_folder_names_are_ignored_once_and_counted(tmp_path, caplog):
     for name in ODD_NAMES:
         (root / name).mkdir()
         shutil.copy(root / "1" / "manifest.json", root / name / "manifest.json")
-    caplog.set_level(logging.WARNING, logger="serve.registry")
+    caplog.set_level(logging.WARNING, logger="serve.versions")
     server = ServerThread(local_config(root, poll_interval_s=0.05, metrics_port=0))
     try:
         time.sleep(0.5)  # several polls

@@ -1,5 +1,5 @@
 """The bundle root as the server and export read it: which names are versions, what is ignored, and when a
-failed version is worth another try (unit tests of export.manifest's scan and serve.registry's retry rule)."""
+failed version is worth another try (unit tests of export.manifest's scan and serve.versions' retry rule)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from export.manifest import MAX_VERSION, ManifestError, scan_bundle_root, version_of
 from serve.config import ServeConfig
-from serve.registry import ModelRegistry, fingerprint
+from serve.versions import ModelRegistry, fingerprint
 from tests.helpers.bundles import write_bundle
 
 

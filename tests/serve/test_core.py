@@ -18,8 +18,8 @@ from export.manifest import PIXEL_VALUES, PROBABILITIES, TASK_ID
 from serve.core import CLASSIFIER, PIPELINE, ROUTER, InferenceCore
 from serve.errors import InvalidArgument, NotFound, Unavailable
 from serve.metrics import Metrics
-from serve.registry import ModelRegistry
 from serve.runtime import CLASS_ID, NO_HINT
+from serve.versions import ModelRegistry
 from tests.helpers.bundles import IMG
 from tests.helpers.servers import local_config, metric_value
 

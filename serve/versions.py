@@ -25,7 +25,7 @@ from .config import PROVIDERS, ServeConfig
 from .errors import NotFound, Unavailable
 from .runtime import BundleRuntime
 
-log = logging.getLogger("serve.registry")
+log = logging.getLogger("serve.versions")
 Fingerprint = tuple[tuple[str, int, int], ...]
 
 

@@ -1,4 +1,4 @@
-"""Which bundle version answers, alone (serve.registry.ModelRegistry on synthetic bundles): the start-up choice,
+"""Which bundle version answers, alone (serve.versions.ModelRegistry on synthetic bundles): the start-up choice,
 hot swaps and leases, polling, and what a broken or missing version does. (The retry rule for a version that
 failed is in test_bundle_root.py.)"""
 
@@ -14,8 +14,8 @@ import pytest
 
 from export.manifest import ManifestError
 from serve.errors import NotFound, Unavailable
-from serve.registry import ModelRegistry
 from serve.runtime import NO_HINT
+from serve.versions import ModelRegistry
 from tests.helpers.bundles import IMG, write_bundle
 from tests.helpers.servers import local_config
 
@@ -147,7 +147,7 @@ def test_entries_that_are_no_version_are_counted_every_scan_and_warned_about_onc
     (tmp_path / "notes.txt").write_text("x")
     events = Events()
     registry = events.registry(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="serve.registry"):
+    with caplog.at_level(logging.WARNING, logger="serve.versions"):
         assert registry.versions() == [1] and registry.versions() == [1]
     assert events.ignored == [2, 2]
     warned = [r.getMessage() for r in caplog.records if "ignoring" in r.getMessage()]
