@@ -67,11 +67,16 @@ results: pretrain  ## the README's results table: digits_hideprompt at the refer
 
 COMPARE ?= joint hideprompt hidelora sprompt dualprompt l2p continual_lora
 
-routers: pretrain  ## task routers (mlp = reference, lda, ncm, ensemble) on the same runs, seeds $(SEEDS) → docs/routing.md's table
-	for seed in $(SEEDS); do rm -rf output/routers/seed$$seed; \
+routers: pretrain  ## task routers (mlp = reference, lda, ncm, ensemble) × answer scope, seeds $(SEEDS), on Split-Digits and on it as PNG class folders → docs/routing.md's tables
+	for seed in $(SEEDS); do rm -rf output/routers/digits/seed$$seed; \
 	  $(DEEPSPEED) train/main.py digits_hideprompt --router ensemble --seed $$seed \
-	    --output_dir output/routers/seed$$seed || exit 1; done
-	$(PY) -m benchmarks.routers $(addprefix output/routers/seed,$(SEEDS)) --json output/routers/routers.json
+	    --output_dir output/routers/digits/seed$$seed || exit 1; done
+	$(PY) -m benchmarks.routers $(addprefix output/routers/digits/seed,$(SEEDS)) --json output/routers/digits.json
+	rm -rf output/routers/folders && $(PY) -m benchmarks.digit_folders output/routers/folders
+	for seed in $(SEEDS); do rm -rf output/routers/folder/seed$$seed; \
+	  $(DEEPSPEED) train/main.py folder_hideprompt --data-path output/routers/folders --router ensemble \
+	    --seed $$seed --output_dir output/routers/folder/seed$$seed || exit 1; done
+	$(PY) -m benchmarks.routers $(addprefix output/routers/folder/seed,$(SEEDS)) --json output/routers/folder.json
 
 compare: pretrain  ## every method on Split-Digits, same backbone and seeds → the README's comparison table
 	for m in $(COMPARE); do for seed in $(SEEDS); do rm -rf output/compare/$$m/seed$$seed; \

@@ -33,7 +33,12 @@ def use_router(method, kind: str) -> None:
     method.tii.gaussian.refresh("ncm" if kind == "ncm" else "lda")
 
 
-def evaluate_routers(run_dir: Path) -> dict:
+ANSWERS = ("seen", "routed_task")  # `--answer_scope`: argmax over every seen class (reference) or the routed task's
+
+
+def evaluate_routers(run_dir: Path, timing_rounds: tuple[int, int] = (15, 100)) -> dict:
+    """Every router × answer scope on the run's checkpoints; `timing_rounds`: rounds of the routing-throughput and
+    the served-latency measurements."""
     from train import last_completed_task, load_trained
     from train.data.registry import load_dataset
     from train.distributed import DistContext
@@ -42,38 +47,46 @@ def evaluate_routers(run_dir: Path) -> dict:
 
     last = last_completed_task(run_dir)
     tasks = last + 1
-    A = {k: np.zeros((tasks, tasks)) for k in ROUTERS}
-    T = {k: np.zeros((tasks, tasks)) for k in ROUTERS}
+    cases = [(kind, answer) for kind in ROUTERS for answer in ANSWERS]
+    A = {case: np.zeros((tasks, tasks)) for case in cases}
+    T = {case: np.zeros((tasks, tasks)) for case in cases}
     auroc = {k: [] for k in ROUTERS}
     ctx = DistContext(0, 1, 0, torch.device("cpu"))
     data = None
     for task in range(tasks):
         run = load_trained(run_dir, task)
         data = data or load_dataset(run.config.data, run.backbone.spec, run_dir)
-        for kind in ROUTERS:
+        for kind, answer in cases:
             use_router(run.method, kind)
+            run.method.answers_within_routed_task = answer == "routed_task"
             accuracy, identity, _ = evaluate(run.method, task, data, run.split, run.config, ctx)
-            A[kind][: task + 1, task], T[kind][: task + 1, task] = accuracy, identity
+            A[kind, answer][: task + 1, task], T[kind, answer][: task + 1, task] = accuracy, identity
+        for kind in ROUTERS:
             if task < last:
+                use_router(run.method, kind)
                 auroc[kind].append(novelty_auroc(run, data, task))
     final = load_trained(run_dir, last)
-    oracle = oracle_accuracy(final, data)
-    rates = routing_rates(final, data)
+    rates, latency = routing_rates(final, data, rounds=timing_rounds[0]), served_latency_ms(final, timing_rounds[1])
     rows = {}
     for kind in ROUTERS:
         use_router(final.method, kind)
-        rows[kind] = {**summarize(A[kind], T[kind], final.config.forgetting),
-                      "restricted_final_accuracy": restricted_accuracy(final, data),
+        rows[kind] = {**{answer: summarize(A[kind, answer], T[kind, answer], final.config.forgetting)
+                         for answer in ANSWERS},
                       "novelty_auroc": float(np.mean(auroc[kind])) if auroc[kind] else None,
                       "routing_images_per_second": rates[kind],
+                      "served_latency_ms": latency[kind],
                       "router_head_flops": head_flops(final.method.tii, kind),
                       "router_state_bytes": router_bytes(final.method.tii, kind)}
-    return {"run": str(run_dir), "seed": final.config.seed, "routers": rows, "oracle_final_accuracy": oracle}
+    return {"run": str(run_dir), "preset": final.config.preset, "seed": final.config.seed, "routers": rows,
+            "oracle_final_accuracy": oracle_accuracy(final, data)}
 
 
-def final_accuracy(run, data, predict, batch: int = 256) -> float:
-    """Mean over tasks of the % of each task's test images that `predict(x, task)` gets right."""
+@torch.no_grad()
+def oracle_accuracy(run, data, batch: int = 256) -> float:
+    """Final average accuracy with perfect routing: every test image classified with its own task's prompts, over
+    its task's classes (the ceiling any router can reach with these prompts and heads)."""
     from train.data.splits import indices_of_classes
+    from train.losses import mask_logits
 
     accuracies = []
     for task in range(run.split.num_tasks):
@@ -82,38 +95,11 @@ def final_accuracy(run, data, predict, batch: int = 256) -> float:
         for start in range(0, len(rows), batch):
             chunk = rows[start:start + batch]
             x = torch.stack([data.test[i][0] for i in chunk])
-            correct += int((predict(x, task) == data.test_targets[chunk]).sum())
+            logits = run.method.classify(x, torch.full((len(x),), task, dtype=torch.long))
+            correct += int((mask_logits(logits, run.split.task_mask(task)).argmax(dim=1)
+                            == data.test_targets[chunk]).sum())
         accuracies.append(100.0 * correct / len(rows))
     return float(np.mean(accuracies))
-
-
-@torch.no_grad()
-def restricted_accuracy(run, data) -> float:
-    """Final average accuracy when the classifier's answer is restricted to the routed task's classes (what the
-    server does for a task hint), instead of the reference's argmax over every seen class."""
-    from train.losses import mask_logits
-
-    seen, class_to_task = run.split.seen_mask(run.task), run.split.class_to_task()
-
-    def predict(x, _task):
-        routed = run.method.route(x, seen).condition
-        logits = mask_logits(run.method.classify(x, routed), seen)
-        return logits.masked_fill(class_to_task[None, :] != routed[:, None], float("-inf")).argmax(dim=1)
-
-    return final_accuracy(run, data, predict)
-
-
-@torch.no_grad()
-def oracle_accuracy(run, data) -> float:
-    """Final average accuracy with perfect routing: every test image classified with its own task's prompts, over
-    its task's classes (the ceiling any router can reach with these prompts and heads)."""
-    from train.losses import mask_logits
-
-    def predict(x, task):
-        logits = run.method.classify(x, torch.full((len(x),), task, dtype=torch.long))
-        return mask_logits(logits, run.split.task_mask(task)).argmax(dim=1)
-
-    return final_accuracy(run, data, predict)
 
 
 @torch.no_grad()
@@ -149,6 +135,36 @@ def routing_rates(run, data, batch: int = 64, rounds: int = 15) -> dict[str, flo
     return best
 
 
+def served_latency_ms(run, rounds: int = 100) -> dict[str, float]:
+    """Median ms of the exported router graph (as `python -m export` writes it) on onnxruntime, one image per call,
+    one thread; the routers alternate call by call."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from export.graphs import RouterGraph, export_onnx
+
+    seen = run.split.seen_mask(run.task)
+    x = torch.zeros(1, 3, run.backbone.spec.img_size, run.backbone.spec.img_size)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    sessions = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for kind in ROUTERS:
+            use_router(run.method, kind)
+            graph, path = RouterGraph(run.method, seen).eval(), Path(folder) / f"{kind}.onnx"
+            export_onnx(graph, (x,), ["pixel_values"], graph.output_names(x), path)
+            sessions[kind] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = {"pixel_values": x.numpy()}
+    times = {kind: [] for kind in ROUTERS}
+    for _ in range(rounds):
+        for kind, session in sessions.items():
+            start = time.perf_counter()
+            session.run(None, feeds)
+            times[kind].append(time.perf_counter() - start)
+    return {kind: 1e3 * float(np.median(t)) for kind, t in times.items()}
+
+
 def head_flops(tii, kind: str) -> int:
     """Multiply-adds ×2 per image of the router on top of the backbone's features (matmuls only)."""
     mlp = sum(2 * m.weight.numel() for m in tii.modules() if isinstance(m, torch.nn.Linear))
@@ -166,20 +182,25 @@ def router_bytes(tii, kind: str) -> int:
 
 def table(results: list[dict]) -> str:
     """Mean ± sample std over the runs (seeds), one row per router."""
-    columns = {"FAA": "final_average_accuracy", "FAA, answer within the routed task": "restricted_final_accuracy",
-               "Acc@task": "task_identity_accuracy",
-               "forgetting": "final_forgetting", "novelty AUROC": "novelty_auroc",
-               "routing images/s": "routing_images_per_second"}
-    lines = [f"| router | {' | '.join(columns)} | router kFLOP/image | state KiB |", "|---" * (len(columns) + 3) + "|"]
+    def cell(values: list) -> str:
+        values = [v for v in values if v is not None]
+        spread = f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else ""
+        return f"{np.mean(values):.2f}{spread}" if values else "—"
+
+    accuracy = {"FAA": ("seen", "final_average_accuracy"),
+                "FAA, answer within the routed task": ("routed_task", "final_average_accuracy"),
+                "Acc@task": ("seen", "task_identity_accuracy"), "forgetting": ("seen", "final_forgetting"),
+                "forgetting, answer within the routed task": ("routed_task", "final_forgetting")}
+    cost = {"novelty AUROC": "novelty_auroc", "routing images/s": "routing_images_per_second",
+            "served router ms": "served_latency_ms"}
+    lines = [f"| router | {' | '.join([*accuracy, *cost])} | router kFLOP/image | state KiB |",
+             "|---" * (len(accuracy) + len(cost) + 3) + "|"]
     for kind in ROUTERS:
-        cells = []
-        for key in columns.values():
-            values = [r["routers"][kind][key] for r in results if r["routers"][kind][key] is not None]
-            spread = f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else ""
-            cells.append(f"{np.mean(values):.2f}{spread}" if values else "—")
-        first = results[0]["routers"][kind]
-        lines.append(f"| {kind} | {' | '.join(cells)} | {first['router_head_flops'] / 1e3:.0f} | "
-                     f"{first['router_state_bytes'] / 1024:.0f} |")
+        rows = [r["routers"][kind] for r in results]
+        cells = [cell([row[answer][key] for row in rows]) for answer, key in accuracy.values()]
+        cells += [cell([row[key] for row in rows]) for key in cost.values()]
+        lines.append(f"| {kind} | {' | '.join(cells)} | {rows[0]['router_head_flops'] / 1e3:.0f} | "
+                     f"{rows[0]['router_state_bytes'] / 1024:.0f} |")
     return "\n".join(lines)
 
 

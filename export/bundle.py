@@ -155,6 +155,7 @@ def build_manifest(run: TrainedRun, version: int, graphs, parity, measurement, v
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         method=run.config.method,
         routing=run.method.routing,
+        answer_scope="routed_task" if run.method.answers_within_routed_task else "seen",
         backbone=Backbone(name=spec.name, timm_arch=spec.timm_arch, sha256=run.backbone.weights_sha256,
                           random_init=run.backbone.random_init),
         preprocessing=Preprocessing(img_size=spec.img_size, resize_size=int(round(spec.img_size / spec.crop_pct)),

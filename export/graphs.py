@@ -43,7 +43,8 @@ class RouterGraph(nn.Module):
 
 
 class ClassifierGraph(nn.Module):
-    """`pixel_values` (+ the router's condition) → class logits and probabilities over the seen classes.
+    """`pixel_values` (+ the router's condition) → class logits, and probabilities over the seen classes (over the
+    routed task's classes when the method answers within the routed task: `--answer_scope routed_task`).
 
     Without a router (routing "none") it also gives the task of its class and that task's probability.
     """
@@ -62,7 +63,7 @@ class ClassifierGraph(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, condition: torch.Tensor | None = None):
         logits = self.method.classify(pixel_values, condition)
-        probabilities = mask_logits(logits.float(), self.seen).softmax(dim=1)
+        probabilities = self.method.answer_logits(mask_logits(logits.float(), self.seen), condition).softmax(dim=1)
         if self.method.routing != "none":
             return logits, probabilities
         tasks = self.method.class_to_task[probabilities.argmax(dim=1)]

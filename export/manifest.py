@@ -161,6 +161,8 @@ class Manifest(_Strict):
     # What feeds the classifier: the router's task id ("task"), L2P's prompt set from the router ("prompt_set"),
     # or nothing (a single graph that also outputs task_id / task_confidence: "none").
     routing: Routing
+    # `probabilities`/`class_id` range over the seen classes ("seen") or the routed task's classes ("routed_task").
+    answer_scope: Literal["seen", "routed_task"] = "seen"
     backbone: Backbone
     preprocessing: Preprocessing
     class_names: list[str]

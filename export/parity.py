@@ -49,7 +49,7 @@ def compare(method: ContinualMethod, seen: torch.Tensor, runner: TwoStep, images
             router_diff = max(router_diff or 0.0, float(diff))
         logit_diff = max(logit_diff, float(np.abs(out[LOGITS] - logits.numpy()).max()))
         predicted = out[PROBABILITIES].argmax(axis=1)
-        same_class.append(predicted == mask_logits(logits, seen).argmax(dim=1).numpy())
+        same_class.append(predicted == method.answer_logits(mask_logits(logits, seen), condition).argmax(dim=1).numpy())
         served.append(predicted)
     served = np.concatenate(served)
     route_agreement = float(np.concatenate(same_route).mean()) if same_route else None

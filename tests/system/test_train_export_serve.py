@@ -15,13 +15,16 @@ from tests.helpers.servers import ServerThread, local_config
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def test_served_accuracy_equals_the_trained_models(tmp_path, random_backbone):
+@pytest.mark.parametrize("routing", [[], ["--router", "ensemble", "--answer_scope", "routed_task"]],
+                         ids=["reference", "ensemble-routed-task"])
+def test_served_accuracy_equals_the_trained_models(tmp_path, random_backbone, routing):
     from export.bundle import export_bundle
     from export.manifest import load_manifest
     from serve.client import Client, evaluate
 
     run = tmp_path / "run"
-    done = run_main(["digits_hideprompt", "--output_dir", str(run), f"backbone.checkpoint={random_backbone}", *FAST])
+    done = run_main(["digits_hideprompt", "--output_dir", str(run), f"backbone.checkpoint={random_backbone}", *FAST,
+                     *routing])
     assert done.returncode == 0, done.stderr[-2000:]
     folder = export_bundle(run, tmp_path / "bundles", variants=(), backbone_checkpoint=str(random_backbone),
                            log=lambda message: None)
@@ -34,5 +37,6 @@ def test_served_accuracy_equals_the_trained_models(tmp_path, random_backbone):
         server.stop()
     trained = json.loads((run / "results.json").read_text())["final_average_accuracy"]
     assert served.version == manifest.version == 5 and served.images == len(y_test)
+    assert manifest.answer_scope == ("routed_task" if routing else "seen")
     assert served.average_task_accuracy == pytest.approx(trained, abs=0.005)
     assert served.accuracy == pytest.approx(manifest.measurement.accuracy, abs=0.005)

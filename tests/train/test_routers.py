@@ -127,23 +127,22 @@ def test_router_statistics_grow_with_new_classes():
 
 
 def test_the_router_study_reproduces_the_trained_routers_accuracy(tmp_path, random_backbone):
-    """`benchmarks.routers` re-evaluates a run with every router from its checkpoints; for the router the run
-    was trained with, that gives exactly the run's own accuracy matrix (the study changes nothing else)."""
+    """`benchmarks.routers` re-evaluates a run with every router and answer scope from its checkpoints; for the
+    router and answer the run was trained with, that gives exactly the run's own accuracy matrix (the study
+    changes nothing else)."""
     import json
 
-    from benchmarks.routers import ROUTERS, evaluate_routers, table
+    from benchmarks.routers import ANSWERS, ROUTERS, evaluate_routers, table
     from tests.helpers.runs import FAST, results, run_main
 
     run = tmp_path / "run"
-    done = run_main(["digits_hideprompt", "--router", "ensemble", "--output_dir", str(run),
-                     f"backbone.checkpoint={random_backbone}", *FAST])
+    done = run_main(["digits_hideprompt", "--router", "ensemble", "--answer_scope", "routed_task",
+                     "--output_dir", str(run), f"backbone.checkpoint={random_backbone}", *FAST])
     assert done.returncode == 0, done.stderr[-2000:]
-    study = evaluate_routers(run)
-    trained = results(run)
-    assert study["routers"]["ensemble"]["final_average_accuracy"] == pytest.approx(
-        trained["final_average_accuracy"], abs=1e-9)
-    assert study["routers"]["ensemble"]["task_identity_accuracy"] == pytest.approx(
-        trained["task_identity_accuracy"], abs=1e-9)
-    assert set(study["routers"]) == set(ROUTERS) and all(0 <= r["novelty_auroc"] <= 1
-                                                         for r in study["routers"].values())
+    study = evaluate_routers(run, timing_rounds=(1, 3))
+    trained, ensemble = results(run), study["routers"]["ensemble"]["routed_task"]
+    for key in ("final_average_accuracy", "task_identity_accuracy", "final_forgetting"):
+        assert ensemble[key] == pytest.approx(trained[key], abs=1e-9)
+    assert all(0 <= r["novelty_auroc"] <= 1 and r["served_latency_ms"] > 0 and set(ANSWERS) <= set(r)
+               for r in study["routers"].values())
     assert table([json.loads(json.dumps(study))]).count("\n") == len(ROUTERS) + 1
