@@ -4,10 +4,9 @@ alignment tests share them)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
+from train.config import replace_path
 from train.data.splits import split_classes
 from train.methods import build_method
 from train.presets import preset
@@ -26,11 +25,12 @@ METHODS = {
 SPLIT = split_classes(10, 5)
 
 
-def build(key: str, backbone, **prompt_changes):
-    """The method `key` with its preset's config (and `prompt_changes`) on `backbone`, seeded."""
+def build(key: str, backbone, **changes):
+    """The method `key` with its preset's config (and `changes`: fields of its `adapter` or `prompt` section, by
+    name) on `backbone`, seeded."""
     config = preset(METHODS[key])
-    if prompt_changes:
-        config = dataclasses.replace(config, prompt=dataclasses.replace(config.prompt, **prompt_changes))
+    for name, value in changes.items():
+        config = replace_path(config, f"{'adapter' if hasattr(config.adapter, name) else 'prompt'}.{name}", value)
     torch.manual_seed(1)
     return build_method(key, config, backbone, SPLIT)
 

@@ -74,7 +74,7 @@ def test_reference_stage2_command():
     assert config.alignment.crct_epochs == 30
     assert config.seed == 42
     assert config.prompt.prompt_momentum == pytest.approx(0.01)
-    assert config.prompt.reg == pytest.approx(0.1)
+    assert config.hide.contrastive_reg == pytest.approx(0.1)
     assert config.prompt.length == 5
     assert config.prompt.larger_prompt_lr is True
     assert config.trained_original_model == "./output/cifar100_sup21k_multi_centroid_mlp_2_seed42"
@@ -98,8 +98,8 @@ def test_five_datasets_preset_defaults():
     assert config.data.num_tasks == 5
     assert config.data.batch_size == 16
     assert config.prompt.length == 40
-    assert config.prompt.batchwise_prompt is False  # the reference's True is a quirk switch, off by default
-    assert config.prompt.reg == 0.0
+    assert config.adapter.batchwise_selection is False  # the reference's True is a quirk switch, off by default
+    assert config.hide.contrastive_reg == 0.0
     assert config.alignment.mlp_structure == (4, 4)
     assert config.optim.sched == "constant"
     assert config.optim.warmup_epochs == 5
@@ -288,12 +288,12 @@ def test_scaled_lr():
 
 
 def test_cross_field_overrides_apply_in_any_order():
-    config = parse_invocation(["digits_hideprompt", "data.num_tasks=10", "prompt.size=10"]).config
-    assert (config.data.num_tasks, config.prompt.size) == (10, 10)
+    config = parse_invocation(["digits_hideprompt", "data.num_tasks=10", "adapter.slots=10"]).config
+    assert (config.data.num_tasks, config.adapter.slots) == (10, 10)
 
 
 def test_prompt_pool_smaller_than_task_count_is_rejected():
-    with pytest.raises(UserError, match="prompt pool size 5 is smaller than num_tasks 10"):
+    with pytest.raises(UserError, match=r"adapter.slots 5 is smaller than num_tasks 10 \(--size\)"):
         parse_invocation(["digits_hideprompt", "data.num_tasks=10"])
 
 
@@ -339,10 +339,10 @@ def test_key_query_presets_follow_the_reference_configs(name):
     five, imr = name.startswith("five"), name.startswith("imr")
     assert config.data.batch_size == (16 if five else 24)
     assert config.optim.lr == (0.005 if imr else 0.03) and config.optim.epochs == (50 if imr else 5)
-    assert config.prompt.batchwise_prompt is False  # reference quirk, off by default
+    assert config.adapter.batchwise_selection is False  # reference quirk, off by default
     if "l2p" in name:
         assert (config.prompt.layers, config.prompt.top_k) == ((0,), 4)
-        assert (config.prompt.size, config.prompt.length) == ((20, 10) if five else (10, 5))
+        assert (config.adapter.slots, config.prompt.length) == ((20, 10) if five else (10, 5))
         assert config.prompt.pull_constraint_coeff == (0.5 if five else 0.1)
     else:
         assert config.prompt.length == (40 if five else 20) and config.prompt.top_k == 1

@@ -31,7 +31,7 @@ def test_reference_readme_commands_dry_run_under_deepspeed():
         config = json.loads("\n".join(lines[lines.index("{"): len(lines) - lines[::-1].index("}")]))
         assert config["stage"] == stage
         assert config["data"]["dataset"] == "Split-CIFAR100" and config["data"]["batch_size"] == 24
-    assert config["optim"]["epochs"] == 50 and config["prompt"]["reg"] == 0.1
+    assert config["optim"]["epochs"] == 50 and config["hide"]["contrastive_reg"] == 0.1
 
 
 @pytest.mark.parametrize("preset", ["imr_hideprompt_5e", "five_datasets_hideprompt_5e", "cub_hideprompt_5e"])

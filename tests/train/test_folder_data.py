@@ -331,7 +331,7 @@ def test_every_method_has_a_folder_preset_with_the_digits_budget(root, method):
     assert config.data.dataset == "ImageFolder" and config.data.data_path == str(root)
     assert (config.method, config.optim, config.tii_optim, config.backbone, config.alignment) == (
         digits.method, digits.optim, digits.tii_optim, digits.backbone, digits.alignment)
-    assert config.prompt.size >= config.data.num_tasks
+    assert config.adapter.slots >= config.data.num_tasks
 
 
 def test_folder_settings_round_trip_through_checkpoints_and_overrides(root):

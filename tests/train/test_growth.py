@@ -37,8 +37,8 @@ ROUTED_AMONG_SEEN = {"hide_tii", "hideprompt", "hidelora", "l2p", "continual_lor
 
 def config_for(key: str, split: TaskSplit) -> RunConfig:
     config = preset(METHODS[key])
-    size = max(config.prompt.size, split.num_tasks)
-    return dataclasses.replace(config, prompt=dataclasses.replace(config.prompt, size=size),
+    slots = max(config.adapter.slots, split.num_tasks)
+    return dataclasses.replace(config, adapter=dataclasses.replace(config.adapter, slots=slots),
                                data=dataclasses.replace(config.data, num_tasks=split.num_tasks))
 
 

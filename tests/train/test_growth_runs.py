@@ -90,7 +90,7 @@ def test_finished_run_learns_a_folder_on_two_ranks_and_is_published_with_its_nam
     with names; then a Split-Digits folder as task 4, resumed from the grown checkpoint."""
     run, root = tmp_path / "run", tmp_path / "bundles"
     done = run_main(["digits_hideprompt", "--output_dir", str(run), f"backbone.checkpoint={random_backbone}",
-                     "data.num_tasks=2", "prompt.size=2", *FAST], ranks=2, OMP_NUM_THREADS="1")
+                     "data.num_tasks=2", "adapter.slots=2", *FAST], ranks=2, OMP_NUM_THREADS="1")
     assert done.returncode == 0, done.stderr[-2000:]
     assert promote(run, root).returncode == 0
 
@@ -124,7 +124,7 @@ def test_finished_run_learns_a_folder_on_two_ranks_and_is_published_with_its_nam
     r = results(run)
     assert r["class_names"][13:] == sorted([DIGIT_NAMES[3], DIGIT_NAMES[4]])  # a task's classes in name order
     assert np.array(r["accuracy_matrix"]).shape == (4, 4) and r["tasks_trained"] == 4
-    assert json.loads((run / "checkpoints/task4/state.json").read_text())["config"]["prompt"]["size"] == 4
+    assert json.loads((run / "checkpoints/task4/state.json").read_text())["config"]["adapter"]["slots"] == 4
 
 
 def test_next_task_refuses_bad_task_folders_and_writes_nothing(tmp_path, random_backbone):
@@ -163,7 +163,7 @@ def test_folder_run_learns_one_more_folder(tmp_path, random_backbone):
     for index, letters in enumerate(("ab", "cd")):
         letters_folder(root / f"task{index + 1}", letters)
     run = tmp_path / "run"
-    done = run_main(["folder_sprompt", "--data-path", str(root), "--output_dir", str(run), "prompt.size=2",
+    done = run_main(["folder_sprompt", "--data-path", str(root), "--output_dir", str(run), "adapter.slots=2",
                      f"backbone.checkpoint={random_backbone}", *FAST], OMP_NUM_THREADS="1")
     assert done.returncode == 0, done.stderr[-2000:]
     learned = next_task(run, "--task-data", str(letters_folder(tmp_path / "more", "ef")))
@@ -173,7 +173,7 @@ def test_folder_run_learns_one_more_folder(tmp_path, random_backbone):
     assert (state["keys"].shape[0], state["e_prompts.prompt"].shape[2], state["head.weight"].shape[0]) == (3, 3, 6)
     r = results(run)
     assert r["class_names"] == [f"class_{c}" for c in "abcdef"] and r["task_classes"] == [[0, 1], [2, 3], [4, 5]]
-    assert r["config"]["data"]["num_tasks"] == 3 and r["config"]["prompt"]["size"] == 3
+    assert r["config"]["data"]["num_tasks"] == 3 and r["config"]["adapter"]["slots"] == 3
     earlier = subprocess.run([sys.executable, "-m", "export", str(run), "--out", str(tmp_path / "bundles"), "--task",
                               "2", "--variants", ""], cwd=REPO, env=child_env(), capture_output=True, text=True,
                              timeout=600)

@@ -32,7 +32,7 @@ def test_batchwise_prompt_routes_the_whole_batch_to_its_majority_task(tiny_vit):
         method = build(key, tiny_vit)
         train(method, 0)
         train(method, 1)
-        voting = build(key, tiny_vit, batchwise_prompt=True)
+        voting = build(key, tiny_vit, batchwise_selection=True)
         voting.load_state_dict(method.state_dict())
         if hasattr(method, "tii"):
             voting.tii.load_state_dict(method.tii.state_dict())
@@ -110,7 +110,7 @@ def test_reference_batches_hold_the_same_images_whatever_the_ranks():
 
 
 def test_batchwise_evaluation_uses_the_references_sequential_batches(tiny_vit):
-    """With batchwise_prompt on, evaluate() scores exactly the predictions of sequential batch_size batches."""
+    """With batchwise_selection on, evaluate() scores exactly the predictions of sequential batch_size batches."""
     from torch.utils.data import TensorDataset
 
     from train.data.registry import ContinualData
@@ -118,7 +118,7 @@ def test_batchwise_evaluation_uses_the_references_sequential_batches(tiny_vit):
     from train.engine import evaluate
     from train.presets import preset
 
-    method = build("hideprompt", tiny_vit, batchwise_prompt=True)
+    method = build("hideprompt", tiny_vit, batchwise_selection=True)
     for task in (0, 1):
         train(method, task)
     x = torch.randn(30, 3, 32, 32, generator=torch.Generator().manual_seed(5))
@@ -127,7 +127,7 @@ def test_batchwise_evaluation_uses_the_references_sequential_batches(tiny_vit):
     data = ContinualData(dataset, dataset, dataset, y, y, 10)
     config = preset("digits_hideprompt")
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, batch_size=7),
-                                 prompt=dataclasses.replace(config.prompt, batchwise_prompt=True))
+                                 adapter=dataclasses.replace(config.adapter, batchwise_selection=True))
     accuracy, _, _ = evaluate(method, 1, data, SPLIT, config, DistContext(0, 1, 0, torch.device("cpu")))
     expected = []
     for task in (0, 1):
