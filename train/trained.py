@@ -163,7 +163,8 @@ def load_trained(run_dir: str | Path, task: int | None = None, backbone_checkpoi
     saved = task_checkpoint(run_dir, task)
     config = saved.config
     if config.stage != "wtp":
-        raise UserError(f"'{saved.run_dir}' is a stage-1 (task-identity) run: load the stage-2 run that uses it.")
+        raise UserError(f"'{saved.run_dir}' is a stage-1 (task-identity) run: pass the stage-2 run that uses it "
+                        "(the folder above it when train/main.py ran both stages).")
     if config.method not in METHODS:
         raise UserError(f"'{saved.run_dir}' holds a checkpoint of method '{config.method}', which is not a continual "
                         f"method ({', '.join(sorted(METHODS))}): load a run trained by train/main.py.")
