@@ -217,7 +217,7 @@ def vitb_and_growth(args: argparse.Namespace, bundle: Path) -> dict:
                                            if args.vitb_checkpoint else [])], VITB_TIMEOUT_S)
         except subprocess.SubprocessError as error:  # the report says so; the other sections stand
             figures["vitb_error"] = f"{type(error).__name__}: {str(error)[:300]}"
-        else:
+        if vitb_json.is_file():  # the section saves after every step: what it measured before an error stands
             figures["vitb"] = json.loads(vitb_json.read_text())
             if figures["vitb"].get("memory"):
                 figures["vitb_memory"] = figures["vitb"]["memory"]

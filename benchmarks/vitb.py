@@ -366,8 +366,8 @@ def training_probes(work: Path, budget: Budget, ranks: int = 2) -> dict:
 class Section:
     """Runs steps in priority order until the budget is spent; a step past it, or one that fails, is recorded."""
 
-    def __init__(self, budget: Budget):
-        self.budget, self.started = budget, time.perf_counter()
+    def __init__(self, budget: Budget, save=None):
+        self.budget, self.started, self.save = budget, time.perf_counter(), save or (lambda figures: None)
         _deadline[0] = self.started + budget.total_s
         self.figures: dict = {"skipped": {}, "failed": {}}
 
@@ -380,12 +380,13 @@ class Section:
             return None
         try:
             result = fn(*args)
-        except (subprocess.SubprocessError, OSError, RuntimeError, ValueError) as error:
+        except Exception as error:  # a benchmark step that breaks is a figure (named, with its error): go on
             self.figures["failed"][name] = f"{type(error).__name__}: {str(error)[:300]}"
             log(f"FAILED {name}: {self.figures['failed'][name]}")
             return None
         self.figures[name] = result
         self.figures.setdefault("step_seconds", {})[name] = time.perf_counter() - self.started - elapsed
+        self.save(self.figures)  # what is measured survives a later crash or kill
         return result
 
     def finish(self) -> dict:
@@ -393,10 +394,10 @@ class Section:
         return self.figures
 
 
-def section(out: Path, budget: Budget, checkpoint: Path | None) -> dict:
+def section(out: Path, budget: Budget, checkpoint: Path | None, save=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     weights = str(checkpoint.resolve()) if checkpoint else "random"
-    s = Section(budget)
+    s = Section(budget, save)
     s.figures.update({"backbone": budget.backbone, "backbone_checkpoint": weights, "random_init": checkpoint is None,
                       "budget": budget.__dict__, "data": {"tasks": len(TASKS), "classes_per_task": 2,
                                                           "train_images_per_class": budget.train_per_class,
@@ -440,8 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     budget = Budget.quick() if args.quick else Budget()
     timeouts = {k: v * args.step_timeout_scale for k, v in budget.__dict__.items() if k.endswith("_timeout_s")}
     budget = Budget(**{**budget.__dict__, **timeouts, **({"total_s": args.budget_s} if args.budget_s else {})})
-    figures = section(args.out, budget, args.backbone_checkpoint)
-    args.json.write_text(json.dumps(figures, indent=1))
+    def save(figures: dict) -> None:
+        args.json.write_text(json.dumps(figures, indent=1))
+
+    figures = section(args.out, budget, args.backbone_checkpoint, save)
+    save(figures)
     log(f"section done in {figures['seconds']:.0f} s → {args.json}")
     return 0
 
