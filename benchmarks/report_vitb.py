@@ -247,10 +247,12 @@ def _growth(growth: dict | None) -> list[str]:
 def vitb_sections(figures: dict) -> list[str]:
     """The report's "ViT-B/16" section (with its variants and training probes) and "How cost grows"."""
     v = figures.get("vitb")
+    error = [f"**The ViT-B section did not finish:** {figures['vitb_error']}", ""] if figures.get("vitb_error") else []
     if v is None:
-        rows = ["Not measured in this run (`--skip-vitb`).", ""]
+        rows = error or ["Not measured in this run (quick mode or `--skip-vitb`).", ""]
     else:
-        rows = [*_intro(v), "| figure | measured |", "|---|---|", *_run_rows(v, "hideprompt", "HiDe-Prompt"),
+        rows = error
+        rows += [*_intro(v), "| figure | measured |", "|---|---|", *_run_rows(v, "hideprompt", "HiDe-Prompt"),
                 *_serving_rows(v, figures["peak"]["best_gflops"]), *_run_rows(v, "hidelora", "HiDe-LoRA"), "",
                 "### Targets at ViT-B (issue #16)", "", *_targets(figures, v),
                 "### Variants at ViT-B", "", *_variants(figures, v),

@@ -172,8 +172,12 @@ def test_left_out_skipped_and_failed_steps_are_said():
     figures["vitb"]["training"]["bf16_zero0"] = {"precision": "bf16", "zero_stage": 0,
                                                  "failed": "TimeoutExpired: probe timed out"}
     assert "| bf16_zero0 | bf16 | 0 | not measured: TimeoutExpired: probe timed out |" in report.render(figures)
+    figures["vitb_error"] = "TimeoutExpired: the section ran past 420 s"
+    assert "**The ViT-B section did not finish:** TimeoutExpired: the section ran past 420 s" in report.render(figures)
     figures.pop("vitb")
-    assert "Not measured in this run (`--skip-vitb`)." in report.render(figures)
+    assert "| HiDe-Prompt run" not in report.render(figures)
+    figures.pop("vitb_error")
+    assert "Not measured in this run (quick mode or `--skip-vitb`)." in report.render(figures)
 
 
 def test_the_section_skips_steps_past_its_budget_and_records_failures():
