@@ -14,20 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from contract.ports import free_port
+
 IMAGE = "localhost/hidecl-serve:latest"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def image_size_mb(image: str) -> float:
