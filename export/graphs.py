@@ -11,9 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from train.losses import mask_logits
-from train.methods import ContinualMethod
-from train.methods.base import task_probability
+from train import ContinualMethod, mask_logits, task_probability
 
 from .manifest import LOGITS, PIXEL_VALUES, PROBABILITIES, PROMPT_IDS, ROUTER_LOGITS, TASK_CONFIDENCE, TASK_ID
 
