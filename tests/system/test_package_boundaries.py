@@ -43,3 +43,17 @@ def test_the_flow_goes_one_way():
     assert not _imports_of("export") & {"serve", "benchmarks"}
     assert not _imports_of("serve") & {"train", "torch", "benchmarks"}
     assert not _imports_of("contract") & {"train", "export", "serve", "benchmarks", "torch"}
+
+
+def test_export_reaches_train_only_through_its_public_api():
+    """export/ uses `from train import NAME` (train/__init__'s API: load_trained & co.), never train's modules."""
+    import ast
+
+    reaching_in = []
+    for path in (REPO / "export").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                       else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                       else [])
+            reaching_in += [f"{path.name}: {m}" for m in modules if m.startswith("train.")]
+    assert reaching_in == []
