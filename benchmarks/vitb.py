@@ -386,6 +386,7 @@ class Section:
             return None
         self.figures[name] = result
         self.figures.setdefault("step_seconds", {})[name] = time.perf_counter() - self.started - elapsed
+        self.figures["seconds"] = time.perf_counter() - self.started
         self.save(self.figures)  # what is measured survives a later crash or kill
         return result
 
