@@ -152,6 +152,8 @@ def _folder(name: str, method: str) -> RunConfig:
     """A method on the user's own image folders (`--data-path ROOT` of <task>/<class>/<image>), with the digits
     presets' embedded backbone and budget; the task count comes from the folders."""
     base = _digits(name, method)
+    if method in ("hideprompt", "hidelora"):  # the product path routes as docs/routing.md's study found best
+        base = replace(base, alignment=replace(base.alignment, router="ensemble", answer_scope="routed_task"))
     return replace(base, output_dir=f"./output/{name}", data=replace(base.data, dataset=FOLDER_DATASET, data_path=""))
 
 

@@ -3,6 +3,7 @@ both layouts, the recorded split, every bad-data answer, and class names through
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -329,8 +330,12 @@ def test_every_method_has_a_folder_preset_with_the_digits_budget(root, method):
     config = parse_invocation([f"folder_{method}", "--data-path", str(root)]).config
     digits = preset(f"digits_{method}")
     assert config.data.dataset == "ImageFolder" and config.data.data_path == str(root)
-    assert (config.method, config.optim, config.tii_optim, config.backbone, config.alignment) == (
-        digits.method, digits.optim, digits.tii_optim, digits.backbone, digits.alignment)
+    assert (config.method, config.optim, config.tii_optim, config.backbone) == (
+        digits.method, digits.optim, digits.tii_optim, digits.backbone)
+    # HiDe on your own data routes with the study's best router and answers within the routed task (docs/routing.md)
+    routing = ("ensemble", "routed_task") if config.method in ("hideprompt", "hidelora") else ("mlp", "seen")
+    assert (config.alignment.router, config.alignment.answer_scope) == routing
+    assert dataclasses.replace(config.alignment, router="mlp", answer_scope="seen") == digits.alignment
     assert config.adapter.slots >= config.data.num_tasks
 
 
