@@ -163,7 +163,7 @@ def export(run: Path, root: Path, budget: Budget) -> dict:
     return {"root": str(root), "version": version, "seconds": wall, "files_bytes": files,
             "bundle_bytes": sum(files.values()), "graph_bytes": graphs, "largest_graph_bytes": max(graphs.values()),
             "protobuf_limit_bytes": PROTOBUF_LIMIT_BYTES, "random_init": manifest.backbone.random_init,
-            "shared_weights": getattr(manifest, "shared_weights", None) is not None,
+            "shared_weights": manifest.shared_weights is not None,
             "parity": manifest.parity.model_dump(), "export_images_per_second": manifest.measurement.images_per_second,
             "export_batch": manifest.measurement.batch_size}
 
