@@ -57,3 +57,19 @@ def test_export_reaches_train_only_through_its_public_api():
                        else [])
             reaching_in += [f"{path.name}: {m}" for m in modules if m.startswith("train.")]
     assert reaching_in == []
+
+
+def test_the_serve_image_holds_every_module_the_server_imports():
+    """deploy/Containerfile.serve copies export/ file by file: each export module serve/ imports must be there."""
+    import re
+
+    script = ("import importlib, json, sys\n"
+              f"for name in {SERVE_MODULES!r}:\n"
+              "    importlib.import_module('serve.' + name)\n"
+              "print(json.dumps(sorted(m for m in sys.modules if m.startswith('export.'))))\n")
+    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    needed = {f"export/{m.removeprefix('export.').replace('.', '/')}.py" for m in json.loads(run.stdout)}
+    copy = re.search(r"^COPY (export/.*) export/$", (REPO / "deploy" / "Containerfile.serve").read_text(), re.M)
+    copied = set(copy.group(1).split())
+    assert needed and needed <= copied, f"Containerfile.serve lacks {sorted(needed - copied)}"
