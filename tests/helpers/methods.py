@@ -44,10 +44,14 @@ def task_batch(task: int, n: int = 8, seed: int = 0):
 
 def train(method, task: int, steps: int = 3) -> None:
     """A few Adam steps on one batch of `task`, between the method's begin_task and end_task."""
-    method.begin_task(task, ClassStatistics("variance"))
+    fit(method, task, *task_batch(task), ClassStatistics("variance"), steps)
+
+
+def fit(method, task: int, x: torch.Tensor, y: torch.Tensor, statistics: ClassStatistics, steps: int = 3) -> None:
+    """begin_task → `steps` Adam steps on (x, y) → end_task; the method is left in eval mode."""
+    method.begin_task(task, statistics)
     method.train()
     optimizer = torch.optim.Adam(method.param_groups(1e-2))
-    x, y = task_batch(task)
     for _ in range(steps):
         loss = method.training_loss(method(x, task), y, task)
         optimizer.zero_grad()

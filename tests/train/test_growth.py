@@ -9,7 +9,7 @@ import hashlib
 import pytest
 import torch
 
-from tests.helpers.methods import METHODS
+from tests.helpers.methods import METHODS, fit
 from train.config import RunConfig
 from train.data.splits import TaskSplit, split_classes
 from train.errors import UserError
@@ -65,17 +65,8 @@ def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
 
 def train(method, split: TaskSplit, task: int, statistics: ClassStatistics, steps: int = 3) -> None:
     """A few Adam steps on task `task`, then (methods with statistics) its classes' statistics."""
-    method.begin_task(task, statistics)
-    method.train()
-    optimizer = torch.optim.Adam(method.param_groups(1e-2))
     x, y, generator = batch(split, task)
-    for _ in range(steps):
-        loss = method.training_loss(method(x, task), y, task)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    method.end_task(task)
-    method.eval()
+    fit(method, task, x, y, statistics, steps)
     if method.uses_statistics:
         with torch.no_grad():
             features = method.statistics_features(x, task)
