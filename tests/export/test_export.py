@@ -21,6 +21,7 @@ from export.manifest import (
     file_sha256,
     load_manifest,
 )
+from export.variants import SPEED_ONLY
 from tests.helpers.runs import FAST, REPO, child_env, run_main
 
 METHODS = ["hideprompt", "hidelora", "dualprompt", "sprompt", "l2p", "continual_lora"]
@@ -110,15 +111,37 @@ def test_variants_are_measured_and_published_with_hashes(exported):
     manifest = load_manifest(exported["hideprompt"])  # verifies every variant file's SHA-256 too
     published = {v.name for v in manifest.variants}
     assert published | set(manifest.rejected_variants) == {"ort-optimized", "fp16", "int8"}
-    assert "ort-optimized" in published and "fp16" in published  # both are exact to fp32 rounding here
-    for reason in manifest.rejected_variants.values():  # int8 may fall short here, but only on its numbers
-        assert reason.startswith("top-1 agreement with fp32"), reason
+    assert "fp16" in published  # exact to fp32 rounding here
+    for name, reason in manifest.rejected_variants.items():  # int8 may fall short on its numbers, ort-optimized
+        expected = "not faster than fp32" if name in SPEED_ONLY else "top-1 agreement with fp32"  # only on speed
+        assert reason.startswith(expected), reason
     for variant in manifest.variants:
         assert variant.class_agreement >= 0.99 and variant.measurement.images_per_second > 0
         for graph in variant.graphs.values():
             assert (exported["hideprompt"] / graph.file).is_file()
-    l2p = load_manifest(exported["l2p"])  # key matching + gathered prompt tokens optimise too
-    assert [v.name for v in l2p.variants] == ["ort-optimized"] and not l2p.rejected_variants
+    l2p = load_manifest(exported["l2p"])  # key matching + gathered prompt tokens optimise too (published if faster)
+    assert [v.name for v in l2p.variants] + list(l2p.rejected_variants) == ["ort-optimized"]
+    assert all(reason.startswith("not faster than fp32") for reason in l2p.rejected_variants.values())
+
+
+def test_a_speed_only_variant_that_is_not_faster_is_not_published(exported, tmp_path):
+    """ort-optimized exists for speed: against an fp32 rate it cannot beat it is rejected, says why, leaves no files."""
+    from export.parity import Comparison
+    from export.runtime import TwoStep
+    from export.variants import Width, build_variants
+
+    manifest = load_manifest(exported["l2p"])
+    folder = tmp_path / "5"
+    subprocess.run(["cp", "-r", str(exported["l2p"]), str(folder)], check=True)
+    images = np.random.default_rng(0).normal(size=(16, 3, 32, 32)).astype(np.float32)
+    fp32 = TwoStep.of_bundle(folder, manifest)(images)[PROBABILITIES].argmax(axis=1)
+    reference = Comparison(manifest.parity, accuracy=0.0, predictions=fp32, accuracy_per_task=[])
+    unbeatable = manifest.measurement.model_copy(update={"images_per_second": 1e12})
+    published, rejected = build_variants(folder, manifest.graphs, manifest.routing, Width(4, 128), images,
+                                         np.zeros(16, dtype=np.int64), reference, unbeatable, SPEED_ONLY,
+                                         log=lambda _: None)
+    assert published == [] and rejected["ort-optimized"].startswith("not faster than fp32")
+    assert not (folder / "variants" / "ort-optimized").exists()
 
 
 def test_a_variant_that_disagrees_is_not_published(exported, tmp_path):
