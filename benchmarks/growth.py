@@ -70,31 +70,12 @@ def export_grown(tasks: int, folder: Path) -> dict[str, Path]:
     return paths
 
 
-# Run in a fresh torch-free process: its peak RSS is the sessions' and the runtime's, nothing of this process.
-_HOLDER = """
-import json, re, sys, time
-from pathlib import Path
-import numpy as np
-from export.runtime import TwoStep
-from export.manifest import GraphSpec
-folder, size, calls = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-spec = lambda f: GraphSpec.model_construct(file=f)
-runner = TwoStep.open(folder, {"router": spec("router.onnx"), "classifier": spec("classifier.onnx")}, "task")
-x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
-runner(x)
-times = []
-for _ in range(calls):
-    start = time.perf_counter(); runner(x); times.append(time.perf_counter() - start)
-hwm = int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
-print(json.dumps({"latency_ms_p50": 1000 * float(np.median(times)), "calls": calls, "peak_rss_mib": hwm}))
-"""
-
-
 def hold_and_time(folder: Path, img_size: int, calls: int) -> dict:
+    """benchmarks.hold_two_step in a fresh torch-free process: its peak RSS is the sessions' and the runtime's."""
     from benchmarks.serving import child_env
 
-    done = subprocess.run([sys.executable, "-c", _HOLDER, str(folder), str(img_size), str(calls)], cwd=REPO,
-                          env=child_env(), capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.hold_two_step", str(folder), str(img_size), str(calls)],
+                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=120, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
