@@ -10,7 +10,9 @@ from benchmarks.report import (
     EAGER_P50_C1,
     EAGER_THROUGHPUT_C8,
     GRAPH_EFFICIENCY,
+    SERVER_CPU_COST,
     _at_least,
+    _at_most,
     _versus_rows,
     efficiency_cell,
 )
@@ -106,7 +108,26 @@ def _targets(figures: dict, v: dict) -> list[str]:
     gflops, fraction, cell = _bare_efficiency(v, peak)
     rows.append(f"| bare two-step onnxruntime / fp32 peak ({peak:.1f} GFLOP/s) | {cell} | ≥ "
                 f"{GRAPH_EFFICIENCY:.0%} | {_at_least(fraction, GRAPH_EFFICIENCY)} |")
+    rows.append(_cost_row(v))
     return rows + [""] + _explanations(figures, v, versus, gflops, fraction)
+
+
+def cpu_cost(v: dict) -> tuple[float, float, float] | None:
+    """(server, bare) CPU seconds per image and their ratio: the server over its concurrency-8 load (batches of up
+    to 8) vs bare onnxruntime at batch 8 in the section's process."""
+    server = ((v.get("serving") or {}).get("load_c8_before_rss") or {}).get("server_cpu_seconds_per_image")
+    bare = (v.get("bare") or {}).get("cpu_seconds_per_image", {}).get("8")
+    return (server, bare, server / bare) if server and bare else None
+
+
+def _cost_row(v: dict) -> str:
+    label = "| server CPU seconds per image / bare onnxruntime's (server at concurrency 8, bare at batch 8) |"
+    target, cost = SERVER_CPU_COST["vit_base"], cpu_cost(v)
+    if cost is None:
+        return f"{label} not measured | ≤ {target:.2f} | not measured |"
+    server, bare, ratio = cost
+    return f"{label} {ratio:.3f} ({server:.2f} vs {bare:.2f} s of CPU per image) | ≤ {target:.2f} | " \
+        f"{_at_most(ratio, target)} |"
 
 
 def _explanations(figures: dict, v: dict, versus: dict | None, gflops: float | None,
@@ -136,6 +157,13 @@ def _explanations(figures: dict, v: dict, versus: dict | None, gflops: float | N
                      f"server), {'more' if alone > eager else 'less'} than the eager server's median: the gap lies "
                      f"{where}.")
         out.append(text)
+    cost = cpu_cost(v)
+    if cost is not None and cost[2] > SERVER_CPU_COST["vit_base"]:
+        server, bare_cpu, ratio = cost
+        load = v["serving"]["load_c8_before_rss"]
+        out.append(f"- **CPU cost missed:** the server used {server - bare_cpu:.2f} s of CPU per image more than bare "
+                   f"onnxruntime ({ratio - 1:.1%}) over a window of {load['requests']} one-image requests "
+                   f"({load['images_per_second']:.2f} images/s vs bare {bare['8']:.2f} at batch 8).")
     if fraction is not None and fraction < GRAPH_EFFICIENCY:
         p = figures["peak"]
         onnx = max(p["start"].get("onnxruntime", 0), p["end"].get("onnxruntime", 0) if p.get("end") else 0)

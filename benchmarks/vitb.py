@@ -37,6 +37,7 @@ import numpy as np
 from benchmarks.serving import (
     BareTwoStep,
     Plan,
+    bare_cost,
     bare_throughput,
     child_env,
     load,
@@ -196,8 +197,11 @@ def bare(root: Path, version: int, budget: Budget) -> dict:
     manifest = load_manifest(folder)
     size = manifest.preprocessing.img_size
     runner = BareTwoStep.open(folder, manifest)
-    return {"images_per_second": {str(b): bare_throughput(runner, [3, size, size], b, budget.seconds)
-                                  for b in (1, budget.bare_batch)}}
+    shape = [3, size, size]
+    batched = bare_cost(runner, shape, budget.bare_batch, budget.seconds)  # images/s and CPU seconds per image
+    return {"images_per_second": {"1": bare_throughput(runner, shape, 1, budget.seconds),
+                                  str(budget.bare_batch): batched["images_per_second"]},
+            "cpu_seconds_per_image": {str(budget.bare_batch): batched["cpu_seconds_per_image"]}}
 
 
 def serve_figures(root: Path, version: int, run: Path, budget: Budget) -> dict:
@@ -212,14 +216,15 @@ def serve_figures(root: Path, version: int, run: Path, budget: Budget) -> dict:
     process, target, _ = start_server(root, version, *server_args(plan))
     start_seconds = time.perf_counter() - started
     try:
-        warm = load(target, shape, 1, 8, budget.seconds, plan.max_requests)
+        warm = load(target, shape, 1, 8, budget.seconds, plan.max_requests, server_pid=process.pid)
         rss = peak_rss_mib(process.pid)
     finally:
         stop_server(process)
     log(f"server: serving after {start_seconds:.1f} s, peak RSS {rss:.0f} MiB")
     versus = versus_eager(root, version, run, shape, plan, log)
     return {"start_seconds": start_seconds, "peak_rss_mib": rss, "load_c8_before_rss": {
-        k: warm[k] for k in ("images_per_second", "requests", "failures")}, "versus_eager": versus}
+        k: warm[k] for k in ("images_per_second", "requests", "failures", "server_cpu_seconds_per_image")},
+        "versus_eager": versus}
 
 
 def server_memory(folder: Path, work: Path) -> dict:

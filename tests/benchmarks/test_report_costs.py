@@ -64,3 +64,31 @@ def test_figures_of_a_run_before_the_cost_figures_render_as_not_measured():
     text = report.render(synthetic_figures())
     assert _row(text, COST).endswith("not measured |")
     assert _row(text, RSS).endswith("not measured |")
+
+
+def test_each_missed_target_gets_a_sentence_from_the_figures_and_a_met_one_none():
+    figures = with_costs(cost=1.131)
+    figures["vitb_memory"] = memory("vit_base_patch16_224", 327.1, 598.0)
+    text = report.render(figures)
+    extra = 0.00231 * 1.131 - 0.00231
+    assert f"the server spent {1e6 * extra:.0f} µs of CPU per image beyond the graphs" in text
+    assert "**ViT-B server RSS missed:** 594 MiB after warm-up" in text  # 598.0 − 3.7, from the run's figures
+    assert "holds 104 MiB for a 3.9 MiB backbone" in text  # the embedded server's RSS after warm-up
+    met = report.render(with_costs(cost=1.05))
+    assert "CPU cost missed" not in met and "ViT-B server RSS missed" not in met
+
+
+def test_the_vitb_cpu_cost_is_the_server_s_over_its_load_vs_bare_at_batch_8():
+    from tests.benchmarks.test_report_vitb import vitb_figures
+
+    figures = vitb_figures()
+    v = figures["vitb"]
+    v["bare"]["cpu_seconds_per_image"] = {"8": 0.95}
+    v["serving"]["load_c8_before_rss"] = {"images_per_second": 1.8, "requests": 10, "failures": {},
+                                          "server_cpu_seconds_per_image": 1.02}
+    row = _row(report.render(figures), "| server CPU seconds per image / bare onnxruntime's (server at concurrency 8")
+    assert "1.074 (1.02 vs 0.95 s of CPU per image) | ≤ 1.03 | **missed** |" in row
+    assert "used 0.07 s of CPU per image more than bare onnxruntime (7.4%)" in report.render(figures)
+    v["serving"]["load_c8_before_rss"]["server_cpu_seconds_per_image"] = 0.96
+    assert _row(report.render(figures), "| server CPU seconds per image / bare onnxruntime's (server at").endswith(
+        "**met** |")
