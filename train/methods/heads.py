@@ -69,7 +69,9 @@ class GaussianRouter(nn.Module):
 
     `lda`: one shared covariance, shrunk towards a multiple of the identity (scores −½(f−μ_c)ᵀΣ⁻¹(f−μ_c) up to a
     term every class shares: `W = μΣ⁻¹`, `b_c = −½ μ_cᵀΣ⁻¹μ_c`). `ncm`: the identity (nearest class mean).
-    Unseen classes score 0 (routing masks them anyway)."""
+    Unseen classes score 0 (routing masks them anyway). Features are centred on the mean of the class means before
+    the product (`b` absorbs the shift): the scores' common offset, large on features far from the origin, then
+    never passes through a float32 sum whose rounding would differ between PyTorch and onnxruntime."""
 
     def __init__(self, dim: int, num_classes: int, kind: str = "lda", shrinkage: float = 0.5):
         super().__init__()
@@ -79,7 +81,12 @@ class GaussianRouter(nn.Module):
         self.register_buffer("scatter", torch.zeros(dim, dim, dtype=torch.float64))
         self.register_buffer("weight", torch.zeros(num_classes, dim))
         self.register_buffer("bias", torch.zeros(num_classes))
+        self.register_buffer("center", torch.zeros(dim), persistent=False)
         self.stale = False
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.stale = True  # weight, bias and center derive from the loaded statistics: recomputed before routing
 
     @torch.no_grad()
     def add_class(self, label: int, features: torch.Tensor) -> None:
@@ -97,10 +104,11 @@ class GaussianRouter(nn.Module):
         means = self.sums[seen] / self.counts[seen, None]
         precision = self._precision(int(seen.sum())) if self.kind == "lda" else None
         projected = means if precision is None else means @ precision
+        self.center.copy_(means.mean(dim=0) if len(means) else torch.zeros_like(self.center))
         self.weight.zero_()
         self.bias.zero_()
         self.weight[seen] = projected.to(self.weight)
-        self.bias[seen] = (-0.5 * (projected * means).sum(dim=1)).to(self.bias)
+        self.bias[seen] = (projected @ self.center.double() - 0.5 * (projected * means).sum(dim=1)).to(self.bias)
         self.stale = False
 
     def _precision(self, classes: int) -> torch.Tensor:
@@ -112,7 +120,7 @@ class GaussianRouter(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self.stale:
             self.refresh()
-        return features @ self.weight.T + self.bias
+        return (features - self.center) @ self.weight.T + self.bias
 
 
 ROUTERS = ("mlp", "lda", "ncm", "ensemble")
