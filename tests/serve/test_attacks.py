@@ -32,7 +32,14 @@ from PIL import Image
 from serve.protos import load
 from tests.helpers.bundles import IMG, write_bundle
 from tests.helpers.runs import REPO
-from tests.helpers.servers import ServerThread, local_config, metric_value, oip_request, start_server_process
+from tests.helpers.servers import (
+    ServerThread,
+    local_config,
+    metric_value,
+    oip_request,
+    start_server_process,
+    wait_for,
+)
 
 pb, pb_grpc = load("inference")
 cpb, cpb_grpc = load("continual")
@@ -211,10 +218,7 @@ def test_odd_folder_names_are_ignored_once_and_counted(tmp_path, caplog):
             cpb.ModelInfoRequest(), timeout=10)
         assert info.bundle_version == 1 and list(info.available_versions) == [1]
         write_bundle(root, 2)  # polling is alive: the next version is picked up
-        deadline = time.time() + 20
-        while server.server.registry.current.version != 2 and time.time() < deadline:
-            time.sleep(0.05)
-        assert server.server.registry.current.version == 2
+        wait_for(lambda: server.server.registry.current.version == 2, 20, "version 2 to be served")
     finally:
         server.stop()
 
@@ -274,10 +278,7 @@ def test_a_version_published_manifest_first_is_retried_until_complete(tmp_path):
         assert server.server.registry.current.version == 1
         for graph in ("router.onnx", "classifier.onnx"):
             shutil.copy(staging / graph, root / "2" / graph)
-        deadline = time.time() + 20
-        while server.server.registry.current.version != 2 and time.time() < deadline:
-            time.sleep(0.05)
-        assert server.server.registry.current.version == 2
+        wait_for(lambda: server.server.registry.current.version == 2, 20, "version 2 to be served")
     finally:
         server.stop()
 
