@@ -14,6 +14,7 @@ import torch.distributed as dist
 from contract.ports import free_port
 
 DS_CONFIG_DIR = Path(__file__).resolve().parent.parent / "ds_configs"
+SHM_DIR = Path("/dev/shm")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,18 @@ def _default_single_process_env() -> None:
     os.environ.setdefault("MASTER_PORT", str(free_port()))
 
 
+def _unlink_cpu_allreduce_buffer() -> None:
+    """DeepSpeed's CPU all-reduce (its shm comm op, used when every rank is on this machine) creates one
+    /dev/shm/deepspeed_allreduce_buffer_* file of 66 MiB per rank and never removes it: each run would keep that
+    RAM until reboot. Once every rank has mapped every rank's file (all have passed init: the barrier), this rank
+    removes its own; the mappings stay valid and the memory goes back when the last rank exits, even if killed."""
+    if dist.get_world_size() > 1:
+        dist.barrier()
+    name = (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
+            f"{os.environ.get('MASTER_PORT', '')}_{dist.get_rank()}")
+    (SHM_DIR / name).unlink(missing_ok=True)
+
+
 def _limit_cpu_threads(world_size: int) -> None:
     """Ranks sharing the CPU split its cores instead of oversubscribing them."""
     if "OMP_NUM_THREADS" in os.environ:  # the user decided
@@ -54,6 +67,8 @@ def init_distributed() -> DistContext:
     use_cuda = torch.cuda.is_available()
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo", verbose=False)
+        if not use_cuda:
+            _unlink_cpu_allreduce_buffer()
     rank, world = dist.get_rank(), dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if use_cuda:

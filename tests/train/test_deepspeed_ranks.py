@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,10 @@ TOLERANCE = {"two": 1.5, "bf16": 4.0}
 ABOVE_CHANCE = 18.0
 
 
+def cpu_allreduce_buffers() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")}
+
+
 def digits(out, *extra) -> list[str]:
     return ["digits_hideprompt", "--output_dir", str(out), *extra]
 
@@ -24,10 +30,12 @@ def digits(out, *extra) -> list[str]:
 def test_ranks_and_precisions_agree(tmp_path, random_backbone):
     """1 rank fp32, 2 ranks fp32 and 2 ranks bf16 + ZeRO-2 (the GPU precision path, slow on CPU)."""
     runs = {"one": (1, "fp32"), "two": (2, "fp32"), "bf16": (2, "bf16_zero2")}
+    buffers_before = cpu_allreduce_buffers()
     for name, (ranks, ds_config) in runs.items():
         done = run_main(digits(tmp_path / name, f"backbone.checkpoint={random_backbone}", *FAST,
                                "--deepspeed_config", ds_config), ranks=ranks)
         assert done.returncode == 0, done.stderr[-3000:]
+    assert cpu_allreduce_buffers() <= buffers_before  # DeepSpeed's 66 MiB /dev/shm file per rank does not outlive a run
     one, two, bf16 = (results(tmp_path / name) for name in runs)
     assert (one["world_size"], two["world_size"], bf16["config"]["deepspeed_config"]) == (1, 2, "bf16_zero2")
     for name, other in (("two", two), ("bf16", bf16)):
