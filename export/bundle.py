@@ -59,9 +59,9 @@ def export_bundle(run_dir: str | Path, out_root: str | Path, task: int | None = 
                         "--version N for another number, or export to another --out.")
     images, labels = held_out_images(run, parity_samples)
     with staging(final) as folder:
-        graphs = write_graphs(run, images[:4], folder)
-        shared = shared_weights_spec(share_weights([folder / g.file for g in graphs.values()]))
-        graphs = {name: graph_spec(folder / g.file) for name, g in graphs.items()} if shared else graphs
+        files = write_graphs(run, images[:4], folder)
+        shared = shared_weights_spec(share_weights(list(files.values())))
+        graphs = {name: graph_spec(path) for name, path in files.items()}  # checked as published
         runner = TwoStep.open(folder, graphs, run.method.routing, shared.file if shared else None)
         result = compare(run.method, run.seen, runner, images, labels, run.config.data.dataset)
         if not result.parity.passed:
@@ -97,7 +97,8 @@ def staging(final: Path):
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def write_graphs(run: TrainedRun, example: torch.Tensor, folder: Path) -> dict[str, GraphSpec]:
+def write_graphs(run: TrainedRun, example: torch.Tensor, folder: Path) -> dict[str, Path]:
+    """The run's router (when it routes) and classifier as ONNX files in `folder`, by graph name."""
     classifier = ClassifierGraph(run.method, run.seen)
     files = {}
     if run.method.routing != "none":
@@ -112,7 +113,7 @@ def write_graphs(run: TrainedRun, example: torch.Tensor, folder: Path) -> dict[s
     export_onnx(classifier, example_inputs, classifier.input_names(), classifier.output_names(),
                 folder / GRAPH_FILES["classifier"])
     files["classifier"] = folder / GRAPH_FILES["classifier"]
-    return {name: graph_spec(path) for name, path in files.items()}
+    return files
 
 
 def graph_spec(path: Path) -> GraphSpec:
