@@ -288,14 +288,18 @@ def start_eager_server(run: Path, folder: Path, threads: int = 0) -> tuple[subpr
 EAGER_BASELINES = {"eager": 0, "eager_1thread": 1}
 
 
-def versus_eager(root: Path, version: int, run: Path, shape: list[int], plan: Plan, log) -> dict:
-    """Our server (the plan's settings) vs the plain PyTorch-eager gRPC servers on the same model, all up on
-    loopback, driven in turn by the same load generator with one image per request: images/s at concurrency 8 and
-    p50 at concurrency 1, the servers alternated `plan.versus_rounds` times (the median round of each is kept)."""
+def versus_eager(root: Path, version: int, run: Path, shape: list[int], plan: Plan, log,
+                 ours: str | None = None) -> dict:
+    """Our server (the plan's settings; `ours`: one already serving the version) vs the plain PyTorch-eager gRPC
+    servers on the same model, all up on loopback, driven in turn by the same load generator with one image per
+    request: images/s at concurrency 8 and p50 at concurrency 1, the servers alternated `plan.versus_rounds` times
+    (the median round of each is kept)."""
     processes, targets = [], {}
     try:
-        ours, targets["ours"], _ = start_server(root, version, *server_args(plan))
-        processes.append(ours)
+        if ours is None:
+            process, ours, _ = start_server(root, version, *server_args(plan))
+            processes.append(process)
+        targets["ours"] = ours
         for name, threads in EAGER_BASELINES.items():
             process, targets[name] = start_eager_server(run, Path(root) / str(version), threads)
             processes.append(process)

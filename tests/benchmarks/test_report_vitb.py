@@ -8,7 +8,7 @@ import copy
 
 import pytest
 
-from benchmarks import report
+from benchmarks import report, report_vitb
 from benchmarks.growth import statistics_bytes
 from benchmarks.vitb import Budget, Section
 from tests.benchmarks.test_bench import FIGURE, _row, integers, scaled, synthetic_figures
@@ -94,7 +94,8 @@ def test_every_vitb_figure_moves_with_the_run():
     fixed = set(FIGURE.findall(first)) & set(FIGURE.findall(second))
     targets = {f"{report.SERVER_OVER_BARE:.2f}", f"{report.EAGER_THROUGHPUT_C8}", f"{report.EAGER_P50_C1:.2f}",
                f"{report.GRAPH_EFFICIENCY:.0%}".rstrip("%"), f"{report.DONE_OVER_NEEDED}",
-               *(f"{t:.2f}" for t in report.SERVER_CPU_COST.values()), f"{report.SERVER_RSS_PER_BACKBONE}"}
+               *(f"{t:.2f}" for t in report.SERVER_CPU_COST.values()), f"{report.SERVER_RSS_PER_BACKBONE}",
+               f"{report_vitb.SECTION_TARGET_S:.0f}"}
     allowed = targets | integers(figures)
     assert fixed <= allowed, f"figures the run did not produce: {sorted(fixed - allowed)}"
 
@@ -197,3 +198,14 @@ def test_statistics_bytes_are_the_stored_tensors_of_each_mode():
     sizes = statistics_bytes(width, centroids)
     assert sizes == {"multi-centroid": 2 * centroids * width * 4, "covariance": (width + width * width) * 4,
                      "variance": 2 * width * 4}
+
+
+def test_the_section_time_is_a_target_and_a_miss_names_its_steps():
+    figures = vitb_figures()
+    label = "| the ViT-B section's wall time (`python -m benchmarks.vitb`, every step) |"
+    assert _row(report.render(figures), label).endswith("| 287 s | ≤ 300 s | **met** |")
+    figures["vitb"].update(seconds=413.2, step_seconds={"serving": 77.4, "training": 76.1, "bf16": 19.0})
+    text = report.render(figures)
+    assert _row(text, label).endswith("| 413 s | ≤ 300 s | **missed** |")
+    assert "**Section time missed:** 413 s against 300 s. Its steps, longest first: serving 77 s, training 76 s, " \
+           "bf16 19 s." in text
