@@ -12,9 +12,9 @@ Steps, most important first, each a bounded subprocess or loop; a step that woul
 skipped and recorded as such: a 2-rank HiDe-Prompt run (benchmarks/training.py: stage-2 images/s per rank, each
 rank's peak RSS) → `python -m export` (two graphs, parity, time, sizes) → the counted FLOPs of the two steps →
 bare two-step onnxruntime at batch 1 and 8 (benchmarks/bare.py, a torch-free process) → one server (start-up to
-its serving line, CPU seconds per image at bare's batch, peak RSS, then it vs the PyTorch-eager gRPC server at
-concurrency 1 and 8, benchmarks/serving.py) → the server's memory with one shared
-backbone copy vs self-contained graphs (benchmarks/vitb_memory.py) → int8 and bf16 against fp32 on the same
+its serving line, CPU seconds per image against bare's in paired rounds, peak RSS, then it vs the PyTorch-eager
+gRPC server at concurrency 1 and 8, benchmarks/serving.py) → the server's memory with one shared backbone copy
+vs self-contained graphs (benchmarks/vitb_memory.py) → int8 and bf16 against fp32 on the same
 images → training probes (benchmarks/vitb_training.py: fp32 ZeRO 0, fp32 ZeRO 2, bf16 ZeRO 0) → a HiDe-LoRA run
 on the same data (reusing the HiDe-Prompt run's stage 1) and its export.
 `--quick` runs the same steps on the embedded backbone with tiny loops (a plumbing check, minutes).
@@ -38,7 +38,6 @@ import numpy as np
 from benchmarks.serving import (
     Plan,
     child_env,
-    load,
     peak_rss_mib,
     server_args,
     start_server,
@@ -68,6 +67,7 @@ class Budget:
     bare_batch: int = 8
     agreement_images: int = 8  # images for int8/bf16 top-1 agreement with fp32 (one batch)
     timed_calls: int = 1  # timed batch calls per engine after the agreement pass warmed it (≈ 4 s each at ViT-B)
+    cost_rounds: int = 3  # paired (bare call, server request) rounds of the server's CPU cost
 
     @classmethod
     def quick(cls) -> Budget:
@@ -198,11 +198,11 @@ def bare(root: Path, version: int, work: Path, budget: Budget) -> dict:
     return json.loads(out.read_text())
 
 
-def serve_figures(root: Path, version: int, run: Path, budget: Budget) -> dict:
-    """One server: start-up to its serving line; its CPU seconds per image over requests of `bare_batch` images
-    at concurrency 1 (so it executes the batch bare onnxruntime ran: the cost compares like with like); its peak
-    RSS; then it against the PyTorch-eager gRPC servers at concurrency 1 and 8 (benchmarks/serving.py's
-    versus_eager, one image per request)."""
+def serve_figures(root: Path, version: int, run: Path, work: Path, budget: Budget) -> dict:
+    """One server: start-up to its serving line; its CPU seconds per image against bare onnxruntime's at bare's
+    batch, in paired rounds (benchmarks/bare.py --server: the server executes the batch bare runs); its peak RSS;
+    then it against the PyTorch-eager gRPC servers at concurrency 1 and 8 (benchmarks/serving.py's versus_eager,
+    one image per request)."""
     from export.manifest import load_manifest
 
     manifest = load_manifest(root / str(version))
@@ -212,17 +212,19 @@ def serve_figures(root: Path, version: int, run: Path, budget: Budget) -> dict:
     process, target, _ = start_server(root, version, *server_args(plan))
     start_seconds = time.perf_counter() - started
     try:
-        cost = load(target, shape, budget.bare_batch, 1, budget.seconds, plan.max_requests, server_pid=process.pid)
+        out = work / "cost.json"
+        out.unlink(missing_ok=True)
+        run_step([sys.executable, "-m", "benchmarks.bare", "--bundle", str(root / str(version)), "--batch",
+                  str(budget.bare_batch), "--rounds", str(budget.cost_rounds), "--server", target, "--server-pid",
+                  str(process.pid), "--json", str(out)], budget.export_timeout_s, work / "cost.log")
+        cost = json.loads(out.read_text())
         rss = peak_rss_mib(process.pid)
-        log(f"server: serving after {start_seconds:.1f} s, peak RSS {rss:.0f} MiB, "
-            f"{cost['server_cpu_seconds_per_image']:.2f} s of CPU per image at batch {budget.bare_batch}")
+        log(f"server: serving after {start_seconds:.1f} s, peak RSS {rss:.0f} MiB, CPU per image "
+            f"{cost['ratio']:.3f}× bare's at batch {budget.bare_batch} (median of {budget.cost_rounds} rounds)")
         versus = versus_eager(root, version, run, shape, plan, log, ours=target)
     finally:
         stop_server(process)
-    return {"start_seconds": start_seconds, "peak_rss_mib": rss, "cost_load": {
-        k: cost[k] for k in ("batch", "concurrency", "images_per_second", "requests", "failures",
-                             "server_cpu_seconds_per_image")},
-        "versus_eager": versus}
+    return {"start_seconds": start_seconds, "peak_rss_mib": rss, "cost": cost, "versus_eager": versus}
 
 
 def server_memory(folder: Path, work: Path) -> dict:
@@ -419,7 +421,7 @@ def section(out: Path, budget: Budget, checkpoint: Path | None, save=None) -> di
     if bundle is not None:
         root, version = Path(bundle["root"]), bundle["version"]
         s.step("bare", bare, root, version, out, budget)
-        s.step("serving", serve_figures, root, version, run, budget)
+        s.step("serving", serve_figures, root, version, run, out, budget)
         s.step("memory", server_memory, root / str(version), out / "memory")
         images = agreement_images(budget.backbone, budget.agreement_images)
         s.step("int8", int8_figures, root, version, out / "variants", budget, images)

@@ -27,3 +27,21 @@ def test_bare_measures_a_bundle_in_a_process_that_never_imports_torch(tmp_path):
     figures = json.loads(out.read_text())
     assert set(figures["images_per_second"]) == {"1", "4"} and min(figures["images_per_second"].values()) > 0
     assert set(figures["cpu_seconds_per_image"]) == {"4"} and figures["cpu_seconds_per_image"]["4"] > 0
+
+
+def test_the_paired_cost_reads_the_server_s_cpu_for_the_same_batch(tmp_path):
+    from benchmarks.bare import paired_cost
+    from tests.helpers.servers import start_server_process
+
+    folder = write_bundle(tmp_path / "bundles", 1)
+    process, port, _ = start_server_process(folder.parent)
+    try:
+        cost = paired_cost(folder, batch=4, rounds=3, target=f"127.0.0.1:{port}", server_pid=process.pid)
+    finally:
+        process.kill()
+        process.wait()
+    assert cost["batch"] == 4 and len(cost["rounds"]) == 3
+    for r in cost["rounds"]:  # the ratio is the pair's (a tiny graph's server CPU may round to 0 ticks)
+        assert r["bare_cpu_seconds_per_image"] > 0 and r["server_cpu_seconds_per_image"] >= 0
+        assert r["ratio"] == r["server_cpu_seconds_per_image"] / r["bare_cpu_seconds_per_image"]
+    assert cost["ratio"] == sorted(r["ratio"] for r in cost["rounds"])[1]
