@@ -1,7 +1,7 @@
 """The ViT-B section of `make bench`: the realistic model size (ViT-B/16 at 224) trained, exported, served and
 measured on this machine, in one bounded run.
 
-    python -m benchmarks.vitb --out DIR --json vitb.json [--budget-s 480] [--step-timeout-scale 1]
+    python -m benchmarks.vitb --out DIR --json vitb.json [--budget-s 600] [--step-timeout-scale 1]
                               [--backbone-checkpoint FILE] [--quick]
 
 Weights: a local timm-format file (--backbone-checkpoint), else timm's seeded random initialisation
@@ -56,7 +56,7 @@ class Budget:
     """What the section may spend: the whole section, and each step's subprocess."""
 
     backbone: str = VIT_B
-    total_s: float = 480.0  # every step on the 2-core reference CPU (issue #16's 5-minute target: the report)
+    total_s: float = 600.0  # every step on the 2-core reference CPU, with room (issue #16's 5 minutes: a report row)
     train_per_class: int = 2  # train images per class (per task: 2 classes)
     test_per_class: int = 1
     run_timeout_s: float = 240.0
@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.vitb", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=REPO / "output" / "bench" / "vitb", help="work folder (git-ignored)")
     p.add_argument("--json", type=Path, required=True, help="where the figures go")
-    p.add_argument("--budget-s", type=float, help="the section's wall-time budget (default 480; quick: 600)")
+    p.add_argument("--budget-s", type=float, help="the section's wall-time budget (default 600; quick: 600)")
     p.add_argument("--step-timeout-scale", type=float, default=1.0,
                    help="multiply every step's timeout (a machine shared with other load)")
     p.add_argument("--backbone-checkpoint", type=Path, help="a local timm-format ViT-B file instead of random init")
