@@ -227,6 +227,15 @@ def _misses(figures: dict) -> list[str]:
                    f"({1e3 * extra * serving['plan']['request_batch']:.2f} ms per request of "
                    f"{serving['plan']['request_batch']} images: decoding, batching, encoding, gRPC), against "
                    f"{1e6 * sat['bare_cpu_s_per_image']:.0f} µs for the two graphs of this small model.")
+    if sat["ratio"] < SERVER_OVER_BARE and sat.get("client_cpu_s_per_image"):
+        middle = sorted(sat["rounds"], key=lambda r: r["ratio"])[len(sat["rounds"]) // 2]
+        used = middle["server_cpu_s_per_image"] + middle["client_cpu_s_per_image"]
+        out.append(f"- **Server vs bare missed:** in the median round the server answered {middle['ratio']:.0%} of "
+                   f"bare onnxruntime's images/s. Per image it used {1e6 * middle['server_cpu_s_per_image']:.0f} µs "
+                   f"of CPU and the load generator, on the same {figures['machine']['cores']} cores, "
+                   f"{1e6 * middle['client_cpu_s_per_image']:.0f} µs: {1e6 * used:.0f} µs against bare's "
+                   f"{1e6 * middle['bare_cpu_s_per_image']:.0f} µs. With every core busy, throughput goes as the "
+                   f"inverse of CPU per image: {middle['bare_cpu_s_per_image'] / used:.2f} of bare's.")
     if versus and versus["p50_ratio_c1"] > EAGER_P50_C1:
         ours, eager = versus["1"]["ours"]["p50_ms"], versus["1"][versus["best_baseline_c1"]]["p50_ms"]
         delay = serving["plan"]["queue_delay_ms"]

@@ -164,8 +164,8 @@ def scrape(metrics_port: int, name: str, model: str = "classify") -> float:
 def load(target: str, shape: list[int], batch: int, concurrency: int, seconds: float, max_requests: int,
          server_pid: int | None = None) -> dict:
     """Closed-loop Classify load (serve.client.bench) with random pixel_values of `batch` images per request; with
-    `server_pid`, also the server's CPU seconds per answered image over the load (the load generator's own CPU, in
-    this process, does not count)."""
+    `server_pid`, also the server's CPU seconds per answered image over the load, and the load generator's own (this
+    process's), which does not count against the server but shares the machine's cores with it."""
     from serve.client import Client, bench, wait_ready
 
     client = Client.connect(target)
@@ -173,10 +173,12 @@ def load(target: str, shape: list[int], batch: int, concurrency: int, seconds: f
     pixels = np.random.default_rng(2).standard_normal((batch, *shape)).astype(np.float32)
     client.classify(pixels=pixels, top_k=1)
     cpu = process_cpu_seconds(server_pid) if server_pid else None
+    own = time.process_time()
     stats = bench(client, lambda: client.classify(pixels=pixels, top_k=1), concurrency, seconds, max_requests)
     if server_pid:
-        stats["server_cpu_seconds_per_image"] = ((process_cpu_seconds(server_pid) - cpu)
-                                                 / max(1, stats["requests"] * batch))
+        images = max(1, stats["requests"] * batch)
+        stats["server_cpu_seconds_per_image"] = (process_cpu_seconds(server_pid) - cpu) / images
+        stats["client_cpu_seconds_per_image"] = (time.process_time() - own) / images
     return {**stats, "batch": batch, "concurrency": concurrency,
             "images_per_second": stats["throughput_rps"] * batch}
 
@@ -237,6 +239,7 @@ def saturation(root: Path, version: int, shape: list[int], plan: Plan, bare: Bar
                            "ratio": stats["images_per_second"] / alone["images_per_second"],
                            "bare_cpu_s_per_image": alone["cpu_seconds_per_image"],
                            "server_cpu_s_per_image": stats["server_cpu_seconds_per_image"], "cpu_cost_ratio": cost,
+                           "client_cpu_s_per_image": stats["client_cpu_seconds_per_image"],
                            "failures": stats["failures"], "p50_ms": stats["p50_ms"]})
         count = scrape(metrics_port, "hidecl_batch_size_count", "pipeline")
         total = scrape(metrics_port, "hidecl_batch_size_sum", "pipeline")
@@ -249,7 +252,8 @@ def saturation(root: Path, version: int, shape: list[int], plan: Plan, bare: Bar
               "bare_images_per_second": middle["bare"], "mean_executed_batch": total / count if count else None,
               "server_peak_rss_mib": rss, "cpu_cost_ratio": by_cost["cpu_cost_ratio"],
               "server_cpu_s_per_image": by_cost["server_cpu_s_per_image"],
-              "bare_cpu_s_per_image": by_cost["bare_cpu_s_per_image"]}
+              "bare_cpu_s_per_image": by_cost["bare_cpu_s_per_image"],
+              "client_cpu_s_per_image": middle["client_cpu_s_per_image"]}
     log(f"saturation: {rounds}, mean batch {result['mean_executed_batch']}")
     return result
 
