@@ -252,8 +252,7 @@ def saturation(root: Path, version: int, shape: list[int], plan: Plan, bare: Bar
               "bare_images_per_second": middle["bare"], "mean_executed_batch": total / count if count else None,
               "server_peak_rss_mib": rss, "cpu_cost_ratio": by_cost["cpu_cost_ratio"],
               "server_cpu_s_per_image": by_cost["server_cpu_s_per_image"],
-              "bare_cpu_s_per_image": by_cost["bare_cpu_s_per_image"],
-              "client_cpu_s_per_image": middle["client_cpu_s_per_image"]}
+              "bare_cpu_s_per_image": by_cost["bare_cpu_s_per_image"]}
     log(f"saturation: {rounds}, mean batch {result['mean_executed_batch']}")
     return result
 

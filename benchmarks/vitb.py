@@ -188,14 +188,19 @@ def backbone_and_flops(run: Path) -> dict:
             "flops_per_image": flops}
 
 
-def bare(root: Path, version: int, work: Path, budget: Budget) -> dict:
-    """benchmarks/bare.py on the version: bare two-step onnxruntime in a torch-free process of its own."""
-    out = work / "bare.json"
+def run_bare(folder: Path, work: Path, name: str, budget: Budget, *args: str) -> dict:
+    """`python -m benchmarks.bare` on a version folder at the budget's batch (a torch-free process of its own,
+    bounded like an export); its figures, also left in `work/<name>.json`."""
+    out = work / f"{name}.json"
     out.unlink(missing_ok=True)
-    run_step([sys.executable, "-m", "benchmarks.bare", "--bundle", str(root / str(version)), "--batch",
-              str(budget.bare_batch), "--seconds", str(budget.seconds), "--json", str(out)],
-             budget.export_timeout_s, work / "bare.log")
+    run_step([sys.executable, "-m", "benchmarks.bare", "--bundle", str(folder), "--batch", str(budget.bare_batch),
+              *args, "--json", str(out)], budget.export_timeout_s, work / f"{name}.log")
     return json.loads(out.read_text())
+
+
+def bare(root: Path, version: int, work: Path, budget: Budget) -> dict:
+    """Bare two-step onnxruntime at batch 1 and the budget's batch (benchmarks/bare.py)."""
+    return run_bare(root / str(version), work, "bare", budget, "--seconds", str(budget.seconds))
 
 
 def serve_figures(root: Path, version: int, run: Path, work: Path, budget: Budget) -> dict:
@@ -212,12 +217,8 @@ def serve_figures(root: Path, version: int, run: Path, work: Path, budget: Budge
     process, target, _ = start_server(root, version, *server_args(plan))
     start_seconds = time.perf_counter() - started
     try:
-        out = work / "cost.json"
-        out.unlink(missing_ok=True)
-        run_step([sys.executable, "-m", "benchmarks.bare", "--bundle", str(root / str(version)), "--batch",
-                  str(budget.bare_batch), "--rounds", str(budget.cost_rounds), "--server", target, "--server-pid",
-                  str(process.pid), "--json", str(out)], budget.export_timeout_s, work / "cost.log")
-        cost = json.loads(out.read_text())
+        cost = run_bare(root / str(version), work, "cost", budget, "--rounds", str(budget.cost_rounds),
+                        "--server", target, "--server-pid", str(process.pid))
         rss = peak_rss_mib(process.pid)
         log(f"server: serving after {start_seconds:.1f} s, peak RSS {rss:.0f} MiB, CPU per image "
             f"{cost['ratio']:.3f}× bare's at batch {budget.bare_batch} (median of {budget.cost_rounds} rounds)")
